@@ -1,0 +1,141 @@
+"""AtrousConv2D / ConvNormAct: DeepLabv3 Eq. 1 in NumPy, the shared harness, TFLite, bad args."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_family.layers import AtrousConv2D, ConvNormAct
+from tests.harness import check_layer, random_image
+
+
+def np_atrous_conv_same(x, w, rate):
+    """DeepLabv3 Eq. 1 as written in Sec 3.1: convolve with the filter upsampled by inserting
+    r-1 zeros between taps, zero "same" padding, stride 1. x: (H, W, Cin), w: (k, k, Cin, Cout)."""
+    k = w.shape[0]
+    ke = (k - 1) * rate + 1
+    up = np.zeros((ke, ke) + w.shape[2:], w.dtype)
+    up[::rate, ::rate] = w
+    pad = (ke - 1) // 2, (ke - 1) - (ke - 1) // 2
+    xp = np.pad(x, (pad, pad, (0, 0)))
+    h, wd = x.shape[:2]
+    out = np.zeros((h, wd, w.shape[3]), np.float64)
+    for i in range(ke):
+        for j in range(ke):
+            out += np.tensordot(xp[i : i + h, j : j + wd], up[i, j], axes=([2], [0]))
+    return out
+
+
+@pytest.mark.parametrize("rate", [1, 2, 6, 12])
+@pytest.mark.parametrize("size", [(17, 23), (33, 33)])
+def test_atrous_conv_equals_eq1(rate, size):
+    x = random_image(*size, 5)
+    conv = AtrousConv2D(4, 3, dilation_rate=rate, padding="same", use_bias=False)
+    y = np.asarray(conv(x))[0]
+    want = np_atrous_conv_same(x[0].astype(np.float64), np.asarray(conv.kernel, np.float64), rate)
+    np.testing.assert_allclose(y, want, atol=1e-4, rtol=1e-4)
+
+
+def test_atrous_conv_equals_keras_conv2d_grouped():
+    """Grouped + dilated matches keras' own Conv2D (the SpaceToBatch path) with the same kernel."""
+    import keras
+
+    x = random_image(21, 19, 8)
+    ours = AtrousConv2D(8, 3, dilation_rate=3, groups=4, padding="same", use_bias=False)
+    ref = keras.layers.Conv2D(8, 3, dilation_rate=3, groups=4, padding="same", use_bias=False)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.kernel.assign(ours.kernel)
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [16, 17])
+def test_strided_conv_pads_symmetrically(size):
+    """Stride 2 "same": output ceil(H/2), and the taps are centred like keras.applications'
+    ZeroPadding2D(k//2) + VALID conv, whatever the parity of H."""
+    import keras
+
+    x = random_image(size, size, 3)
+    ours = AtrousConv2D(4, 7, strides=2, padding="same", use_bias=False)
+    ours.build(x.shape)
+    ref = keras.Sequential(
+        [keras.layers.ZeroPadding2D(3), keras.layers.Conv2D(4, 7, strides=2, use_bias=False)]
+    )
+    ref.build(x.shape)
+    ref.layers[1].kernel.assign(ours.kernel)
+    y = np.asarray(ours(x))
+    assert y.shape[1] == -(-size // 2)
+    np.testing.assert_allclose(y, np.asarray(ref(x)), atol=1e-5)
+
+
+def test_native_path_has_no_space_to_batch():
+    conv = AtrousConv2D(4, 3, dilation_rate=6, padding="same")
+    fn = tf.function(lambda t: conv(t))
+    graph = fn.get_concrete_function(tf.TensorSpec([1, 33, 33, 3])).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert "Conv2D" in ops
+    assert not ops & {"SpaceToBatchND", "BatchToSpaceND"}, ops
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(filters=8, kernel_size=3, dilation_rate=2),
+        dict(filters=8, kernel_size=3, strides=2),
+        dict(filters=8, kernel_size=(15, 1), activation=None),
+        dict(filters=8, kernel_size=3, groups=4, dilation_rate=3, synchronized=True),
+        dict(filters=8, kernel_size=1, use_norm=False, activation=None),
+    ],
+)
+def test_conv_norm_act_harness(kwargs):
+    stride = kwargs.get("strides", 1)
+    check_layer(
+        ConvNormAct,
+        kwargs,
+        lambda h, w: random_image(h, w, 8),
+        expected_shape=lambda h, w: (1, -(-h // stride), -(-w // stride), kwargs["filters"]),
+    )
+
+
+def test_atrous_conv_converts_to_tflite_builtin_ops(tmp_path):
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    inp = keras.Input((33, 33, 8), batch_size=1)
+    out = ConvNormAct(8, 3, dilation_rate=6)(inp)
+    out = ConvNormAct(8, 3, dilation_rate=2, groups=2)(out)
+    model = keras.Model(inp, out)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    blob = converter.convert()
+    path = tmp_path / "atrous.tflite"
+    path.write_bytes(blob)
+    interp = Interpreter(model_path=str(path))
+    ops = {d["op_name"] for d in interp._get_ops_details()}
+    assert "CONV_2D" in ops
+    assert not any("FLEX" in o.upper() or "SPACE_TO_BATCH" in o for o in ops), ops
+    interp.allocate_tensors()
+    x = random_image(33, 33, 8)
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(filters=0), "filters must be an int >= 1. Received: filters=0"),
+        (dict(filters=8, dilation_rate=-2), "dilation_rate must be an int >= 1"),
+        (dict(filters=8, strides=2, dilation_rate=2), "cannot be combined"),
+        (dict(filters=8, groups=3), "groups must divide filters"),
+        (dict(filters=8, norm_momentum=1.5), "norm_momentum"),
+    ],
+)
+def test_conv_norm_act_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvNormAct(**kwargs)
+
+
+def test_groups_must_divide_input_channels():
+    with pytest.raises(ValueError, match="groups must divide the input channels"):
+        ConvNormAct(8, 3, groups=4)(random_image(9, 9, 6))
