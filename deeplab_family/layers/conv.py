@@ -136,9 +136,11 @@ class ConvNormAct(keras.layers.Layer):
                 f"dilation_rate={dilation_rate}"
             )
         if not 0.0 <= norm_momentum < 1.0:
-            raise ValueError(f"norm_momentum must be in [0, 1). Received: {norm_momentum}")
+            raise ValueError(
+                f"norm_momentum must be in [0, 1). Received: norm_momentum={norm_momentum}"
+            )
         if norm_epsilon <= 0:
-            raise ValueError(f"norm_epsilon must be > 0. Received: {norm_epsilon}")
+            raise ValueError(f"norm_epsilon must be > 0. Received: norm_epsilon={norm_epsilon}")
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
@@ -187,9 +189,10 @@ class ConvNormAct(keras.layers.Layer):
                 f"groups must divide the input channels. Received: input channels={channels}, "
                 f"groups={self.groups} (layer {self.name!r})"
             )
-        self.conv.build(input_shape)
+        if not self.conv.built:
+            self.conv.build(input_shape)
         out_shape = self.conv.compute_output_shape(input_shape)
-        if self.norm is not None:
+        if self.norm is not None and not self.norm.built:
             self.norm.build(out_shape)
 
     def call(self, inputs, training=None):

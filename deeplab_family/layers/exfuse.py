@@ -1,0 +1,353 @@
+"""ExFuse components (Zhang et al., ECCV 2018): `SemanticEmbeddingBranch`, `SemanticSupervision`,
+`SubPixelUpsample` (the parameter-free upsample of ECRE) and `DenselyAdjacentPrediction`."""
+
+import keras
+from keras import ops
+
+from deeplab_family.layers import _validate
+from deeplab_family.layers.conv import ConvNormAct
+from deeplab_family.layers.resize import ResizeLike
+
+
+def _odd_kernel(name, value):
+    _validate.positive_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be an odd int >= 1. Received: {name}={value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="deeplab_family")
+class SemanticEmbeddingBranch(keras.layers.Layer):
+    """Semantic Embedding Branch, SEB (ExFuse Sec 3.1, Eq 2, Fig 4).
+
+    `call([low, high_1, ..., high_n])` returns `low * prod_i up(conv(high_i))`: each higher
+    level is mapped to `low`'s channels by a 3x3 conv, bilinearly upsampled to `low`'s
+    run-time size, and the maps multiply `low` element-wise. This is F(x_l, x_{l+1}, ..., x_L)
+    of Eq 2; Fig 4: "if there are more than one groups of high-level features, the component
+    outputs the production of each feature map after upsampling".
+
+    The conv is a plain 3x3 conv with bias, no BatchNorm and no ReLU. Fig 4 draws only
+    "3x3 conv", and its output is a multiplicative gate: a ReLU would let a gate sit at exactly
+    zero and cut both the low-level feature and its gradient there, and the GCN decoder that
+    ExFuse extends uses no BN in its blocks either.
+
+    Args:
+        filters: int or None. Channels of each conv, which must equal `low`'s channels; `None`
+            reads them from `low` in `build`.
+        kernel_size: int. Kernel of the convs (3 in Fig 4).
+
+    Example:
+
+    >>> seb = SemanticEmbeddingBranch()
+    >>> low = keras.ops.ones((1, 65, 65, 16))
+    >>> highs = [keras.ops.ones((1, 33, 33, 32)), keras.ops.ones((1, 17, 17, 64))]
+    >>> seb([low, *highs]).shape
+    (1, 65, 65, 16)
+
+    Reference:
+        Zhang et al., "ExFuse: Enhancing Feature Fusion for Semantic Segmentation", ECCV 2018.
+    """
+
+    def __init__(self, filters=None, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        if filters is not None:
+            _validate.positive_int("filters", filters)
+        _odd_kernel("kernel_size", kernel_size)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.convs = []
+        self.resize = ResizeLike("bilinear", dtype=self.dtype_policy, name="resize")
+
+    def build(self, input_shape):
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) < 2
+            or not isinstance(input_shape[0], (list, tuple))
+        ):
+            raise ValueError(
+                "SemanticEmbeddingBranch takes [low, high_1, ...] with at least one high-level "
+                f"input. Received: input_shape={input_shape}"
+            )
+        channels = input_shape[0][-1]
+        if self.filters is not None and self.filters != channels:
+            raise ValueError(
+                "filters must equal the low-level input's channels (the outputs multiply it). "
+                f"Received: filters={self.filters}, low-level channels={channels}"
+            )
+        self.convs = [
+            ConvNormAct(
+                channels,
+                self.kernel_size,
+                use_norm=False,
+                activation=None,
+                dtype=self.dtype_policy,
+                name=f"high_conv_{i}",
+            )
+            for i in range(len(input_shape) - 1)
+        ]
+        for conv, shape in zip(self.convs, input_shape[1:]):
+            conv.build(shape)
+
+    def call(self, inputs):
+        low, *highs = inputs
+        x = low
+        for conv, high in zip(self.convs, highs):
+            x = ops.multiply(x, self.resize([conv(high), low]))
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="deeplab_family")
+class SemanticSupervision(keras.layers.Layer):
+    """Semantic Supervision block, SS (ExFuse Sec 3.1, Fig 3, Table 2).
+
+    Attached to the tail of a backbone stage: two convs, then (for backbone pre-training on
+    ImageNet) a global-pool + fully-connected classifier whose loss is one term of the weighted
+    auxiliary loss. After pre-training the classifier is dropped; ExFuse takes the *second
+    conv's output* as that stage's feature for segmentation fine-tuning (+1.5% instead of +1.1%,
+    Sec 3.1, Table 3 #2).
+
+    The text does not give Fig 3's kernel sizes or widths; both are arguments. We use two
+    3x3 conv + BN + ReLU units (the backbone's own unit) with 256 channels by default, which
+    stays cheap at every stage it is attached to (res-2 to res-5 have 256 to 2048 channels).
+    The weights of the auxiliary losses belong to the training loop.
+
+    Returns the features, or `{"features": ..., "logits": ...}` when `num_classes` is set.
+
+    Args:
+        filters: int. Channels of both convs, and so of the features.
+        kernel_size: int. Kernel of both convs.
+        num_classes: int or None. Adds the classification head (global average pool -> Dense)
+            used to pre-train the backbone; `None` leaves it out.
+        synchronized: bool. Synchronised BatchNorm across replicas.
+        norm_momentum: float. BatchNorm momentum.
+        norm_epsilon: float. BatchNorm epsilon.
+
+    Example:
+
+    >>> ss = SemanticSupervision(filters=64, num_classes=1000)
+    >>> out = ss(keras.ops.ones((2, 33, 33, 32)))
+    >>> out["features"].shape, out["logits"].shape
+    ((2, 33, 33, 64), (2, 1000))
+
+    Reference:
+        Zhang et al., "ExFuse: Enhancing Feature Fusion for Semantic Segmentation", ECCV 2018.
+    """
+
+    def __init__(
+        self,
+        filters=256,
+        kernel_size=3,
+        num_classes=None,
+        synchronized=False,
+        norm_momentum=0.9997,
+        norm_epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _validate.positive_int("filters", filters)
+        _odd_kernel("kernel_size", kernel_size)
+        if num_classes is not None:
+            _validate.positive_int("num_classes", num_classes)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.num_classes = num_classes
+        self.synchronized = synchronized
+        self.norm_momentum = norm_momentum
+        self.norm_epsilon = norm_epsilon
+
+        unit = dict(
+            synchronized=synchronized,
+            norm_momentum=norm_momentum,
+            norm_epsilon=norm_epsilon,
+            dtype=self.dtype_policy,
+        )
+        self.conv1 = ConvNormAct(filters, kernel_size, name="conv1", **unit)
+        self.conv2 = ConvNormAct(filters, kernel_size, name="conv2", **unit)
+        if num_classes is not None:
+            self.pool = keras.layers.GlobalAveragePooling2D(dtype=self.dtype_policy, name="pool")
+            self.classifier = keras.layers.Dense(
+                num_classes, dtype=self.dtype_policy, name="classifier"
+            )
+        else:
+            self.pool = self.classifier = None
+
+    def build(self, input_shape):
+        mid = (*input_shape[:3], self.filters)
+        self.conv1.build(input_shape)
+        self.conv2.build(mid)
+        if self.classifier is not None:
+            self.classifier.build((input_shape[0], self.filters))
+
+    def call(self, inputs, training=None):
+        features = self.conv2(self.conv1(inputs, training=training), training=training)
+        if self.classifier is None:
+            return features
+        return {"features": features, "logits": self.classifier(self.pool(features))}
+
+    def compute_output_shape(self, input_shape):
+        features = (*input_shape[:3], self.filters)
+        if self.classifier is None:
+            return features
+        return {"features": features, "logits": (input_shape[0], self.num_classes)}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "num_classes": self.num_classes,
+            "synchronized": self.synchronized,
+            "norm_momentum": self.norm_momentum,
+            "norm_epsilon": self.norm_epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="deeplab_family")
+class SubPixelUpsample(keras.layers.Layer):
+    """Parameter-free sub-pixel upsample (depth to space) of ECRE (ExFuse Sec 3.2, Fig 5).
+
+    `(N, H, W, C * s * s) -> (N, H * s, W * s, C)` by rearranging channels, with TF's
+    `depth_to_space` layout: output pixel `(i * s + a, j * s + b)`, channel `c` comes from input
+    pixel `(i, j)`, channel `(a * s + b) * C + c`. It has no weights, which is the point of
+    ECRE: the auxiliary loss reaches the high-level channels explicitly, not through a
+    learnt deconvolution. Converts to the TFLite builtin DEPTH_TO_SPACE.
+
+    Args:
+        scale: int. Upsampling factor s (2 for ECRE's stride-2 step).
+
+    Example:
+
+    >>> SubPixelUpsample(2)(keras.ops.ones((1, 17, 17, 84))).shape
+    (1, 34, 34, 21)
+
+    Reference:
+        Zhang et al., "ExFuse: Enhancing Feature Fusion for Semantic Segmentation", ECCV 2018;
+        Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient
+        Sub-Pixel Convolutional Neural Network", CVPR 2016.
+    """
+
+    def __init__(self, scale=2, **kwargs):
+        super().__init__(**kwargs)
+        _validate.positive_int("scale", scale)
+        self.scale = scale
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % (self.scale**2):
+            raise ValueError(
+                f"input channels must be divisible by scale**2 = {self.scale**2}. "
+                f"Received: input channels={channels}, scale={self.scale}"
+            )
+
+    def call(self, inputs):
+        if self.scale == 1:
+            return inputs
+        return ops.depth_to_space(inputs, self.scale)
+
+    def compute_output_shape(self, input_shape):
+        s = self.scale
+        batch, h, w, c = input_shape
+        return (
+            batch,
+            None if h is None else h * s,
+            None if w is None else w * s,
+            None if c is None else c // (s * s),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="deeplab_family")
+class DenselyAdjacentPrediction(keras.layers.Layer):
+    """Densely Adjacent Prediction, DAP (ExFuse Sec 3.2, Eq 3, Fig 6).
+
+    Each position predicts, in k x k channel groups, the scores of its k x k neighbours; the
+    score at (i, j) is the average of what its neighbours predicted for it (Eq 3):
+
+        r[i, j] = 1 / (k * k) * sum_{0 <= l, m < k} x[i + l - k // 2, j + m - k // 2, group l*k+m]
+
+    Channel layout: group-major. With C = channels / (k * k) output channels, input channels
+    `[g * C, (g + 1) * C)` are group `g = l * k + m`, where `l` is the row offset and `m` the
+    column offset. So 189 = 21 * 9 input channels give 21 scores for k = 3 (ExFuse's setting).
+
+    Borders (the paper does not say): positions outside the map contribute zero.
+    `border="zero"` (default) keeps Eq 3's constant 1 / (k * k), which is what a zero-padded
+    implementation of Eq 3 computes; border scores are then shrunk towards zero by the fraction
+    of missing neighbours (an argmax is unaffected). `border="average"` divides by the number of
+    neighbours inside the map instead, so that every output is a true average ("averaging the
+    associated scores", Sec 3.2) and a constant input gives a constant output.
+
+    It has no weights. It runs as one pad, k * k strided slices and adds: O(k * k * C) work per
+    pixel instead of the O(k^4 * C^2) of an equivalent fixed conv, and converts to TFLite
+    builtins (PAD, STRIDED_SLICE, ADD, MUL).
+
+    Args:
+        kernel_size: int. The odd window size k (3 in ExFuse).
+        border: str. "zero" or "average", see above.
+
+    Example:
+
+    >>> DenselyAdjacentPrediction(3)(keras.ops.ones((1, 33, 33, 189))).shape
+    (1, 33, 33, 21)
+
+    Reference:
+        Zhang et al., "ExFuse: Enhancing Feature Fusion for Semantic Segmentation", ECCV 2018.
+    """
+
+    def __init__(self, kernel_size=3, border="zero", **kwargs):
+        super().__init__(**kwargs)
+        _odd_kernel("kernel_size", kernel_size)
+        _validate.one_of("border", border, {"zero", "average"})
+        self.kernel_size = kernel_size
+        self.border = border
+        self._groups = kernel_size * kernel_size
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self._groups:
+            raise ValueError(
+                f"input channels must be a multiple of kernel_size**2 = {self._groups}. "
+                f"Received: input channels={channels}, kernel_size={self.kernel_size}"
+            )
+
+    def _window_sum(self, x, channels_per_group):
+        """sum_{l,m} x_pad[i + l, j + m, group l*k+m] over the zero-padded map."""
+        k = self.kernel_size
+        p = k // 2
+        padded = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        total = None
+        for l in range(k):
+            # Static slice ends relative to the padded end: x_pad[l : l + H] without reading H.
+            rows = slice(l, l - 2 * p if l < 2 * p else None)
+            for m in range(k):
+                cols = slice(m, m - 2 * p if m < 2 * p else None)
+                if channels_per_group is None:
+                    part = padded[:, rows, cols, :]
+                else:
+                    g = l * k + m
+                    c0 = g * channels_per_group
+                    part = padded[:, rows, cols, c0 : c0 + channels_per_group]
+                total = part if total is None else ops.add(total, part)
+        return total
+
+    def call(self, inputs):
+        channels = inputs.shape[-1] // self._groups
+        total = self._window_sum(inputs, channels)
+        if self.border == "zero":
+            return ops.multiply(total, ops.cast(1.0 / self._groups, total.dtype))
+        ones = ops.ones_like(inputs[..., :1])
+        count = self._window_sum(ones, None)
+        return ops.divide(total, count)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], input_shape[-1] // self._groups)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size, "border": self.border}

@@ -1,0 +1,262 @@
+"""PAN layers: FeaturePyramidAttention (Sec 3.1, Table 1) and GlobalAttentionUpsample (Sec 3.2,
+Table 3): harness for every ablation row, pyramid geometry, kernels, TFLite, bad args."""
+
+import keras
+import numpy as np
+import pytest
+
+from deeplab_family.layers import FeaturePyramidAttention, GlobalAttentionUpsample
+from tests.harness import check_layer, random_image
+from tests.layers._tflite import run_tflite_builtins
+
+C357, C333 = (7, 5, 3), (3, 3, 3)
+
+# PAN Table 1: every row but the plain ResNet101 baseline, as FPA arguments.
+TABLE1_ROWS = {
+    "SE": dict(attention="se", global_pooling=False),
+    "C333+MAX": dict(kernel_sizes=C333, pooling="max", global_pooling=False),
+    "C333+AVE": dict(kernel_sizes=C333, pooling="avg", global_pooling=False),
+    "C333+MAX+GP": dict(kernel_sizes=C333, pooling="max", global_pooling=True),
+    "C333+AVE+GP": dict(kernel_sizes=C333, pooling="avg", global_pooling=True),
+    "C357+MAX": dict(kernel_sizes=C357, pooling="max", global_pooling=False),
+    "C357+AVE": dict(kernel_sizes=C357, pooling="avg", global_pooling=False),
+    "C357+MAX+GP": dict(kernel_sizes=C357, pooling="max", global_pooling=True),
+    "C357+AVE+GP": dict(kernel_sizes=C357, pooling="avg", global_pooling=True),
+}
+
+
+def _batch2(c):
+    # Batch 2: BN on globally pooled 1x1 maps (GP branch, GAU gate) is degenerate at batch 1 in
+    # training mode and its conv would get no gradient (see the layers' docstrings).
+    def make(h, w):
+        return np.concatenate([random_image(h, w, c, seed=0), random_image(h, w, c, seed=1)])
+
+    return make
+
+
+@pytest.mark.parametrize("row", list(TABLE1_ROWS))
+def test_fpa_table1_rows_harness(row):
+    kwargs = dict(filters=8, pyramid_filters=4, **TABLE1_ROWS[row])
+    if kwargs.get("attention") == "se":
+        kwargs["se_ratio"] = 4
+    check_layer(
+        FeaturePyramidAttention,
+        kwargs,
+        _batch2(6),
+        expected_shape=lambda h, w: (2, h, w, 8),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(filters=8, global_pooling_merge="concat", synchronized=True),
+        dict(
+            filters=8,
+            attention="se",
+            se_ratio=2,
+            global_pooling=True,
+            global_pooling_merge="concat",
+        ),
+        dict(filters=8, kernel_sizes=(5, 3), norm_momentum=0.99),  # a two-level pyramid
+    ],
+)
+def test_fpa_variants_harness(kwargs):
+    check_layer(
+        FeaturePyramidAttention,
+        kwargs,
+        _batch2(6),
+        sizes=((33, 33), (17, 23)),
+        expected_shape=lambda h, w: (2, h, w, 8),
+    )
+
+
+@pytest.mark.parametrize(
+    "size, levels", [((32, 32), [16, 8, 4]), ((33, 31), [(17, 16), (9, 8), (5, 4)])]
+)
+def test_fpa_pyramid_geometry(size, levels):
+    """PAN 4.1.1: "the resolutions of feature maps in the pyramid structure are 16x16, 8x8,
+    4x4" for a 32x32 input (512 crop at output stride 16); odd sizes round up and still merge."""
+    fpa = FeaturePyramidAttention(8, pyramid_filters=4)
+    x = random_image(*size, 6)
+    merged = fpa.pyramid_features(x)
+    got = [tuple(t.shape[1:3]) for t in merged]
+    want = [(s, s) if isinstance(s, int) else s for s in levels]
+    assert got == want
+    assert all(t.shape[-1] == 4 for t in merged)
+    assert fpa(x).shape == (1, *size, 8)
+
+
+@pytest.mark.parametrize("kernel_sizes", [C357, C333])
+def test_fpa_kernel_sizes_on_built_layers(kernel_sizes):
+    fpa = FeaturePyramidAttention(16, kernel_sizes=kernel_sizes)
+    fpa.build((None, None, None, 32))
+    assert fpa._pyramid_width == 4  # filters // 4 by default
+    in_ch = 32
+    for k, down, level in zip(kernel_sizes, fpa.down_convs, fpa.level_convs):
+        assert tuple(down.conv.kernel.shape) == (k, k, in_ch, 4)
+        assert tuple(level.conv.kernel.shape) == (k, k, 4, 4)
+        in_ch = 4
+    assert tuple(fpa.master.conv.kernel.shape) == (1, 1, 32, 16)
+    assert tuple(fpa.attention_proj.conv.kernel.shape) == (1, 1, 4, 16)
+    assert tuple(fpa.gp_conv.conv.kernel.shape) == (1, 1, 32, 16)
+
+
+@pytest.mark.parametrize("pooling, cls", [("avg", "AveragePooling2D"), ("max", "MaxPooling2D")])
+def test_fpa_pooling_type(pooling, cls):
+    fpa = FeaturePyramidAttention(8, pooling=pooling)
+    assert [type(p).__name__ for p in fpa.pools] == [cls] * 3
+    assert all(tuple(p.strides) == (2, 2) for p in fpa.pools)
+
+
+def test_fpa_global_pooling_switch_and_merge():
+    x = np.concatenate([random_image(9, 9, 6, seed=0), random_image(9, 9, 6, seed=1)])
+    off = FeaturePyramidAttention(8, global_pooling=False)
+    off(x)
+    assert off.gp_conv is None and not any("gp_" in w.path for w in off.weights)
+    add = FeaturePyramidAttention(8, global_pooling=True)
+    add(x)
+    assert add.gp_project is None
+    cat = FeaturePyramidAttention(8, global_pooling=True, global_pooling_merge="concat")
+    cat(x)
+    assert tuple(cat.gp_project.conv.kernel.shape) == (1, 1, 16, 8)
+
+
+def test_fpa_se_attention_replaces_pyramid():
+    fpa = FeaturePyramidAttention(32, attention="se", global_pooling=False)
+    x = random_image(9, 11, 6)
+    y = fpa(x)
+    assert y.shape == (1, 9, 11, 32)
+    assert not fpa.down_convs and not fpa.level_convs and fpa.attention_proj is None
+    assert tuple(fpa.se_squeeze.conv.kernel.shape) == (1, 1, 6, 2)  # 32 // se_ratio 16
+    assert tuple(fpa.se_excite.conv.kernel.shape) == (1, 1, 2, 32)
+    gate = np.asarray(fpa.se_excite(fpa.se_squeeze(fpa.se_pool(x))))
+    assert gate.shape == (1, 1, 1, 32) and np.all((gate > 0) & (gate < 1))
+    master = np.asarray(fpa.master(x, training=False))
+    np.testing.assert_allclose(np.asarray(y), master * gate, atol=1e-6)
+
+
+def test_fpa_converts_to_tflite_builtin_ops(tmp_path):
+    inp = keras.Input((32, 32, 16), batch_size=1)
+    model = keras.Model(inp, FeaturePyramidAttention(8)(inp))
+    x = random_image(32, 32, 16)
+    got, ops = run_tflite_builtins(model, x, tmp_path / "fpa.tflite")
+    assert {"CONV_2D", "AVERAGE_POOL_2D", "RESIZE_BILINEAR"} <= ops, ops
+    np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(filters=8, pooling="sum"),
+            r"pooling must be one of \['avg', 'max'\]. Received: pooling='sum'",
+        ),
+        (
+            dict(filters=8, kernel_sizes=(7, 4, 3)),
+            r"kernel_sizes must be a non-empty sequence of odd ints >= 1. Received: kernel_sizes=\(7, 4, 3\)",
+        ),
+        (dict(filters=8, kernel_sizes=()), "kernel_sizes must be a non-empty sequence"),
+        (
+            dict(filters=8, attention="cbam"),
+            "attention must be one of .*Received: attention='cbam'",
+        ),
+        (
+            dict(filters=8, global_pooling_merge="mul"),
+            "global_pooling_merge must be one of .*Received: global_pooling_merge='mul'",
+        ),
+        (
+            dict(filters=8, pyramid_filters=0),
+            "pyramid_filters must be an int >= 1. Received: pyramid_filters=0",
+        ),
+        (dict(filters=-1), "filters must be an int >= 1. Received: filters=-1"),
+        (dict(filters=8, se_ratio=0), "se_ratio must be an int >= 1. Received: se_ratio=0"),
+    ],
+)
+def test_fpa_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FeaturePyramidAttention(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Global Attention Upsample
+
+
+def _gau_inputs(low_c, high_c):
+    def make(h, w):
+        low = _batch2(low_c)(h, w)
+        high = _batch2(high_c)(-(-h // 2), -(-w // 2))
+        return [low, high]
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "kwargs, high_c",
+    [
+        (dict(filters=8), 8),  # Table 3 row 4 (GP + 3x3), identity high path
+        (dict(filters=8, low_kernel_size=1), 12),  # Table 3 row 3 (GP + 1x1), projected high
+        (dict(filters=8, global_pooling=False), 12),  # Table 3 row 2 (no GP)
+        (dict(filters=8, synchronized=True, norm_epsilon=1e-3), 8),
+    ],
+)
+def test_gau_harness(kwargs, high_c):
+    check_layer(
+        GlobalAttentionUpsample,
+        kwargs,
+        _gau_inputs(6, high_c),
+        expected_shape=lambda h, w: (2, h, w, 8),
+    )
+
+
+def test_gau_without_global_pooling_has_no_gate_weights():
+    x = _gau_inputs(6, 8)(9, 11)
+    on = GlobalAttentionUpsample(8)
+    on(x)
+    off = GlobalAttentionUpsample(8, global_pooling=False)
+    off(x)
+    assert any("gate" in w.path for w in on.weights)
+    assert off.gate_conv is None and not any("gate" in w.path for w in off.weights)
+    # Without the gate: ReLU(BN(conv(low)) + up(high)).
+    low, high = x
+    want = np.maximum(
+        np.asarray(off.low_conv(low, training=False)) + np.asarray(off.resize([high, low])), 0
+    )
+    np.testing.assert_allclose(np.asarray(off(x, training=False)), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("low_kernel_size", [1, 3])
+def test_gau_low_kernel_size(low_kernel_size):
+    gau = GlobalAttentionUpsample(8, low_kernel_size=low_kernel_size)
+    gau.build([(None, None, None, 6), (None, None, None, 16)])
+    k = low_kernel_size
+    assert tuple(gau.low_conv.conv.kernel.shape) == (k, k, 6, 8)
+    assert tuple(gau.gate_conv.conv.kernel.shape) == (1, 1, 16, 8)
+    assert gau.gate_conv.act is not None and gau.gate_conv.norm is not None  # BN + nonlinearity
+    assert tuple(gau.high_proj.conv.kernel.shape) == (1, 1, 16, 8)
+
+
+def test_gau_projects_high_only_when_channels_differ():
+    same = GlobalAttentionUpsample(8)
+    same.build([(None, None, None, 6), (None, None, None, 8)])
+    assert same.high_proj is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(filters=8, low_kernel_size=2),
+            "low_kernel_size must be an odd int >= 1. Received: low_kernel_size=2",
+        ),
+        (dict(filters=0), "filters must be an int >= 1. Received: filters=0"),
+    ],
+)
+def test_gau_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GlobalAttentionUpsample(**kwargs)
+
+
+def test_gau_needs_two_inputs():
+    with pytest.raises(ValueError, match=r"takes \[low, high\]"):
+        GlobalAttentionUpsample(8)([random_image(9, 9, 4)] * 3)
