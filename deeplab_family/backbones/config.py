@@ -1,0 +1,267 @@
+"""`BackboneConfig`: the typed description of a ResNet / ResNeXt / SE-ResNeXt backbone."""
+
+import dataclasses
+import math
+
+# He et al. 2016, Table 1: bottleneck units per stage (res2..res5).
+STANDARD_STAGE_DEPTHS = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+# Out channels of res2..res5 for every standard net: ResNet (4 x 64..512) and ResNeXt (He et al.,
+# Xie et al. 2017 Table 1) alike. Decoders rely on them.
+STANDARD_STAGE_CHANNELS = (256, 512, 1024, 2048)
+STEMS = ("standard", "deep")
+PREPROCESSING = ("caffe", "tf")
+MAX_CASCADE_BLOCKS = 3  # DeepLabv3 Sec 3.2 goes up to block7 = block4 + 3 replicas.
+_DERIVABLE = ("stage_depths", "stage_widths", "stage_channels")
+
+
+def _as_int_tuple(name, value, allow_none=True):
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a sequence of ints. Received: {name}=None")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of ints. Received: {name}={value!r}")
+    value = tuple(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be a sequence of ints. Received: {name}={value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """A ResNet-family backbone: ResNet v1, ResNeXt, SE, deep stem, dilation and cascade.
+
+    Every field has a default; the defaults build the keras.applications-compatible ResNet-50.
+    The config is validated on construction: a bad value raises `ValueError` naming the field,
+    what was received and what is allowed.
+
+    Args:
+        depth: 50, 101 or 152: the standard stage depths 3-4-6-3, 3-4-23-3, 3-8-36-3. None
+            means 50 unless `stage_depths` is given; after construction it names the standard
+            net that `stage_depths` is, or None for non-standard depths.
+        stage_depths: 4 ints, units per stage res2..res5 (Layer Rearrangement, tiny test
+            nets). If `depth` is given too, the two must agree.
+        stage_widths: 4 ints, the bottleneck (3x3 conv) widths. Default
+            `groups * width_per_group * 2**i`: 64..512 for ResNet, 128..1024 for ResNeXt 32x4d.
+        stage_channels: 4 ints, the unit output channels. Default 256, 512, 1024, 2048 for every
+            net, ResNet and ResNeXt alike (Xie et al. 2017, Table 1).
+        stem: "standard" (7x7/2 conv + 3x3/2 max pool) or "deep" (three 3x3 convs, widths
+            `stem_width, stem_width, 2 * stem_width`, then the max pool: PAN Sec 3.3,
+            research/deeplab "resnet_v1_beta", Model Garden stem "v1").
+        stem_width: channels of the stem (64).
+        groups: cardinality of the 3x3 convs (ResNeXt); must divide every stage width.
+        width_per_group: channels per group of the res2 3x3 conv (64 for ResNet, 4 for 32x4d).
+        se_ratio: None, or the Squeeze-and-Excitation reduction (1/16 in Hu et al.) applied to
+            the output of every unit (ExFuse Sec 4).
+        output_stride: input size / res5 size. Powers of two from 8 to `32 * 2**cascade_blocks`.
+        multi_grid: unit rates of the last stage and of every cascaded block (DeepLabv3 Sec
+            3.2.1); one positive int per unit of the last stage. None = all ones.
+        cascade_blocks: 0..3 replicas of the last stage appended as block5..block7 (DeepLabv3
+            Sec 3.2, Fig. 3).
+        stride_in_1x1: True puts a unit's stride on its first 1x1 conv, as Caffe / MSRA ResNet
+            v1 and keras.applications do; False puts it on the 3x3 conv ("v1.5": torchvision,
+            Model Garden, research/deeplab). Default True, because the only ImageNet weights this
+            package imports (keras.applications, `weights.py`) were trained with it; a different
+            placement would still load but compute a different function. Builds matching Model
+            Garden's DilatedResNet set it to False.
+        norm_momentum: BN moving-average momentum (DeepLabv3 Sec 4.1: decay 0.9997).
+        norm_epsilon: BN epsilon.
+        synchronized_bn: synchronise BN statistics across replicas.
+        preprocessing: "caffe" (RGB->BGR, minus the ImageNet BGR mean: keras.applications
+            ResNet) or "tf" (x / 127.5 - 1).
+
+    Example:
+
+    >>> BackboneConfig(depth=101, output_stride=16, multi_grid=(1, 2, 4)).stage_depths
+    (3, 4, 23, 3)
+    """
+
+    depth: int | None = None
+    stage_depths: tuple[int, ...] | None = None
+    stage_widths: tuple[int, ...] | None = None
+    stage_channels: tuple[int, ...] | None = None
+    stem: str = "standard"
+    stem_width: int = 64
+    groups: int = 1
+    width_per_group: int = 64
+    se_ratio: float | None = None
+    output_stride: int = 32
+    multi_grid: tuple[int, ...] | None = None
+    cascade_blocks: int = 0
+    stride_in_1x1: bool = True
+    norm_momentum: float = 0.9997
+    norm_epsilon: float = 1e-5
+    synchronized_bn: bool = False
+    preprocessing: str = "caffe"
+
+    def __post_init__(self):
+        def set_(name, value):  # the dataclass is frozen; normalise fields once, here
+            object.__setattr__(self, name, value)
+
+        def positive(name, value):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1. Received: {name}={value!r}")
+
+        def four_positive(name, value):
+            value = _as_int_tuple(name, value)
+            if value is not None and (len(value) != 4 or min(value) < 1):
+                raise ValueError(
+                    f"{name} must be 4 ints >= 1 (res2..res5). Received: {name}={value!r}"
+                )
+            return value
+
+        # Fields left to None are derived here; `replace` derives them again.
+        object.__setattr__(
+            self,
+            "_derived",
+            frozenset(n for n in _DERIVABLE if getattr(self, n) is None),
+        )
+        stage_depths = four_positive("stage_depths", self.stage_depths)
+        depth = self.depth
+        if depth is not None and depth not in STANDARD_STAGE_DEPTHS:
+            raise ValueError(
+                f"depth must be one of {sorted(STANDARD_STAGE_DEPTHS)} (or None with "
+                f"stage_depths). Received: depth={depth!r}"
+            )
+        if stage_depths is None:
+            stage_depths = STANDARD_STAGE_DEPTHS[depth or 50]
+        elif depth is not None and STANDARD_STAGE_DEPTHS[depth] != stage_depths:
+            raise ValueError(
+                f"depth and stage_depths disagree: depth={depth} has stage depths "
+                f"{STANDARD_STAGE_DEPTHS[depth]}. Received: stage_depths={stage_depths}. "
+                f"Give one of them, or depth=None."
+            )
+        by_depths = {v: k for k, v in STANDARD_STAGE_DEPTHS.items()}
+        set_("stage_depths", stage_depths)
+        set_("depth", by_depths.get(stage_depths))
+
+        positive("groups", self.groups)
+        positive("width_per_group", self.width_per_group)
+        positive("stem_width", self.stem_width)
+        widths = four_positive("stage_widths", self.stage_widths)
+        if widths is None:
+            widths = tuple(self.groups * self.width_per_group * 2**i for i in range(4))
+        bad = [w for w in widths if w % self.groups]
+        if bad:
+            raise ValueError(
+                f"groups must divide every stage width. Received: groups={self.groups}, "
+                f"stage_widths={widths} (not divisible: {bad})"
+            )
+        set_("stage_widths", widths)
+        channels = four_positive("stage_channels", self.stage_channels)
+        set_("stage_channels", channels if channels is not None else STANDARD_STAGE_CHANNELS)
+
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {list(STEMS)}. Received: stem={self.stem!r}")
+        if self.preprocessing not in PREPROCESSING:
+            raise ValueError(
+                f"preprocessing must be one of {list(PREPROCESSING)}. "
+                f"Received: preprocessing={self.preprocessing!r}"
+            )
+        if self.se_ratio is not None and (
+            isinstance(self.se_ratio, bool)
+            or not isinstance(self.se_ratio, (int, float))
+            or not 0 < self.se_ratio <= 1
+        ):
+            raise ValueError(
+                f"se_ratio must be None or a float in (0, 1], e.g. 1/16. "
+                f"Received: se_ratio={self.se_ratio!r}"
+            )
+
+        if (
+            isinstance(self.cascade_blocks, bool)
+            or not isinstance(self.cascade_blocks, int)
+            or not 0 <= self.cascade_blocks <= MAX_CASCADE_BLOCKS
+        ):
+            raise ValueError(
+                f"cascade_blocks must be an int in 0..{MAX_CASCADE_BLOCKS} (block5..block7). "
+                f"Received: cascade_blocks={self.cascade_blocks!r}"
+            )
+        allowed = self.allowed_output_strides(self.cascade_blocks)
+        if (
+            not isinstance(self.output_stride, int)
+            or isinstance(self.output_stride, bool)
+            or self.output_stride not in allowed
+        ):
+            raise ValueError(
+                f"output_stride must be one of {list(allowed)} with cascade_blocks="
+                f"{self.cascade_blocks}. Received: output_stride={self.output_stride!r}"
+            )
+
+        multi_grid = _as_int_tuple("multi_grid", self.multi_grid)
+        if multi_grid is not None:
+            if any(r < 1 for r in multi_grid):
+                raise ValueError(
+                    f"multi_grid rates must be ints >= 1. Received: multi_grid={multi_grid}"
+                )
+            if len(multi_grid) != stage_depths[-1]:
+                raise ValueError(
+                    f"multi_grid must give one rate per unit of the last stage (and of each "
+                    f"cascaded block): {stage_depths[-1]} rates. Received: multi_grid="
+                    f"{multi_grid} ({len(multi_grid)} rates)"
+                )
+        set_("multi_grid", multi_grid)
+
+        for name in ("stride_in_1x1", "synchronized_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
+        if not 0.0 <= self.norm_momentum < 1.0:
+            raise ValueError(
+                f"norm_momentum must be in [0, 1). Received: norm_momentum={self.norm_momentum!r}"
+            )
+        if not self.norm_epsilon > 0:
+            raise ValueError(
+                f"norm_epsilon must be > 0. Received: norm_epsilon={self.norm_epsilon!r}"
+            )
+
+    @staticmethod
+    def allowed_output_strides(cascade_blocks=0):
+        """Powers of two from 8 to the undilated stride of the last block, 32 * 2**cascade."""
+        top = int(math.log2(32)) + cascade_blocks
+        return tuple(2**k for k in range(3, top + 1))
+
+    @property
+    def resolved_multi_grid(self):
+        return self.multi_grid or (1,) * self.stage_depths[-1]
+
+    def replace(self, **changes):
+        """A copy with some fields changed, validated again.
+
+        Fields that were derived (left None) are derived again from the changed ones, and
+        changing `depth` or `stage_depths` re-derives the other:
+        `BackboneConfig(depth=50).replace(depth=101).stage_depths == (3, 4, 23, 3)`.
+        """
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in self._derived:
+            values[name] = None
+        if "depth" in changes:
+            values["stage_depths"] = None
+        if "stage_depths" in changes:
+            values["depth"] = None
+        values.update(changes)
+        return type(self)(**values)
+
+    def to_dict(self):
+        """A JSON/YAML-friendly dict (tuples become lists) that `from_dict` reads back."""
+        return {
+            f.name: list(v) if isinstance(v, tuple) else v
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+
+    @classmethod
+    def from_dict(cls, values):
+        """Builds a config from a dict (e.g. a YAML section); unknown keys are an error."""
+        if isinstance(values, cls):
+            return values
+        if not isinstance(values, dict):
+            raise ValueError(f"A backbone config must be a dict. Received: {values!r}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown backbone config key(s) {unknown}. Allowed keys: {known}")
+        return cls(**values)
