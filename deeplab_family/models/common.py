@@ -1,0 +1,21 @@
+"""Pieces every model shares: the image input and the float32 logits at input resolution."""
+
+import keras
+
+from deeplab_family.layers import ResizeLike
+
+
+def image_input(name="images"):
+    """The model input: RGB float32 pixels in 0..255, any height and width."""
+    return keras.Input(shape=(None, None, 3), dtype="float32", name=name)
+
+
+def full_resolution(x, images, name, dtype=None):
+    """Bilinearly resizes `x` to the size of `images` and casts it to float32.
+
+    DeepLabv3 Sec 4.1 / Appendix A: the logits are upsampled to the input size inside the
+    model, so the loss sees the untouched ground truth instead of a downsampled one. The cast
+    keeps logits (and therefore losses) in float32 under mixed precision.
+    """
+    x = ResizeLike("bilinear", dtype=dtype, name=f"{name}_resize")([x, images])
+    return keras.layers.Activation("linear", dtype="float32", name=name)(x)

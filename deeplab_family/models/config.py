@@ -1,0 +1,57 @@
+"""`ModelConfig`: which registered model, how many classes, its backbone and its head options."""
+
+import dataclasses
+from typing import Any, Dict
+
+from deeplab_family.backbones import BackboneConfig
+from deeplab_family.models.registry import dataclass_from_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Describes one model of the registry.
+
+    Args:
+        name: a registered model name ("deeplabv3", "deeplabv3_cascade", "pan", "gcn",
+            "exfuse").
+        num_classes: number of classes of the logits (21 for VOC, 19 for Cityscapes).
+        backbone: a `BackboneConfig` (or a dict of its fields).
+        head: dict of the model's head options; validated against that model's head dataclass
+            when the model is built, so an unknown key names itself.
+
+    Example:
+
+    >>> config = ModelConfig.from_dict({
+    ...     "name": "deeplabv3", "num_classes": 21,
+    ...     "backbone": {"depth": 101, "output_stride": 16, "multi_grid": [1, 2, 4]},
+    ...     "head": {"image_pooling": True}})
+    >>> model = build_model(config)
+    """
+
+    name: str = "deeplabv3"
+    num_classes: int = 21
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
+    head: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.backbone, dict):
+            object.__setattr__(
+                self, "backbone", dataclass_from_dict(BackboneConfig, self.backbone, "model.backbone")
+            )
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
+            self.num_classes < 1
+        ):
+            raise ValueError(
+                f"num_classes must be an int >= 1. Received: num_classes={self.num_classes!r}"
+            )
+        object.__setattr__(self, "head", dict(self.head or {}))
+
+    @classmethod
+    def from_dict(cls, values):
+        return dataclass_from_dict(cls, values, "model")
+
+    def with_output_stride(self, output_stride):
+        """The same model at another output stride (same weights: train at 16, evaluate at 8)."""
+        return dataclasses.replace(
+            self, backbone=dataclasses.replace(self.backbone, output_stride=output_stride)
+        )
