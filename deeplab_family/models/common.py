@@ -10,12 +10,18 @@ def image_input(name="images"):
     return keras.Input(shape=(None, None, 3), dtype="float32", name=name)
 
 
-def full_resolution(x, images, name, dtype=None):
+def full_resolution(x, images, name, dtype=None, stride=None):
     """Bilinearly resizes `x` to the size of `images` and casts it to float32.
 
     DeepLabv3 Sec 4.1 / Appendix A: the logits are upsampled to the input size inside the
     model, so the loss sees the untouched ground truth instead of a downsampled one. The cast
     keeps logits (and therefore losses) in float32 under mixed precision.
+
+    The resize is corner-aligned, as the backbones are (feature pixel i of a stride-s map is
+    image pixel s*i); with `stride` it is exact at every input size, so masks are not shifted
+    (a half-pixel resize would move them by (s - 1) / 2 pixels). See `ResizeLike`.
     """
-    x = ResizeLike("bilinear", dtype=dtype, name=f"{name}_resize")([x, images])
+    x = ResizeLike(
+        "bilinear", align_corners=True, stride=stride, dtype=dtype, name=f"{name}_resize"
+    )([x, images])
     return keras.layers.Activation("linear", dtype="float32", name=name)(x)

@@ -1,0 +1,138 @@
+"""`pan` (PAN Sec 3.3, Fig 2): paper geometry at 512 x 512, every row of Tables 1 and 3 as a
+config, dynamic sizes, gradients, `.keras` round trip."""
+
+import keras
+import pytest
+
+from deeplab_family.layers import FeaturePyramidAttention, GlobalAttentionUpsample
+from deeplab_family.models import ModelConfig, build_model
+from tests.models._checks import (
+    TINY,
+    assert_forward,
+    assert_gradients_everywhere,
+    assert_keras_round_trip,
+    assert_mixed_precision,
+    layer_names,
+    layers_of_type,
+    random_images,
+    static_shapes,
+)
+
+# The paper's backbone (Sec 3.3): ResNet-101, deep stem, dilated res5 (output stride 16).
+PAPER_BACKBONE = {"depth": 101, "stem": "deep", "output_stride": 16}
+TINY_BACKBONE = {**TINY, "stem": "deep", "output_stride": 16}
+TINY_HEAD = {"filters": 16}
+NUM_CLASSES = 3
+
+# Table 1: FPA settings on ResNet-101 with the naive decoder (direct upsampling, Sec 4.1.1).
+NAIVE = {"gau": False}
+TABLE1 = {
+    "ResNet101": {"fpa": False, **NAIVE},
+    "ResNet101+SE": {"fpa_attention": "se", "fpa_global_pooling": False, **NAIVE},
+}
+for _c, _kernels in (("C333", [3, 3, 3]), ("C357", [7, 5, 3])):
+    for _p, _tag in (("max", "MAX"), ("avg", "AVE")):
+        for _gp in (False, True):
+            TABLE1[f"ResNet101+{_c}+{_tag}{'+GP' if _gp else ''}"] = {
+                "fpa_kernel_sizes": _kernels,
+                "fpa_pooling": _p,
+                "fpa_global_pooling": _gp,
+                **NAIVE,
+            }
+# Table 3: GAU settings on the ResNet-101 baseline, without FPA (Sec 4.1.2).
+TABLE3 = {
+    "ResNet101": {"fpa": False, "gau": False},
+    "ResNet101+GAU(3x3)": {"fpa": False, "gau_global_pooling": False},
+    "ResNet101+GAU(GP,1x1)": {"fpa": False, "gau_low_kernel_size": 1},
+    "ResNet101+GAU(GP,3x3)": {"fpa": False},
+}
+ROWS = {
+    **{f"table1/{k}": v for k, v in TABLE1.items()},
+    **{f"table3/{k}": v for k, v in TABLE3.items()},
+    "table5/PAN": {},  # FPA (C357, AVE, GP) + GAU (GP, 3x3): the defaults
+}
+
+
+def tiny_pan(head=None, dtype=None, **backbone):
+    config = ModelConfig(
+        name="pan",
+        num_classes=NUM_CLASSES,
+        backbone={**TINY_BACKBONE, **backbone},
+        head={**TINY_HEAD, **(head or {})},
+    )
+    return build_model(config, dtype=dtype)
+
+
+def test_rows_cover_the_tables():
+    assert len(TABLE1) == 10 and len(TABLE3) == 4
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_table_row_builds_and_runs(row):
+    head = ROWS[row]
+    model = tiny_pan(head)
+    assert_forward(model, [(65, 65)], batch=1, num_classes=NUM_CLASSES)
+
+    fpas = layers_of_type(model, FeaturePyramidAttention)
+    gaus = layers_of_type(model, GlobalAttentionUpsample)
+    if head.get("fpa", True):
+        (fpa,) = fpas
+        assert fpa.attention == head.get("fpa_attention", "pyramid")
+        assert fpa.global_pooling == head.get("fpa_global_pooling", True)
+        if fpa.attention == "pyramid":
+            assert fpa.kernel_sizes == tuple(head.get("fpa_kernel_sizes", (7, 5, 3)))
+            assert fpa.pooling == head.get("fpa_pooling", "avg")
+    else:
+        assert not fpas
+    if head.get("gau", True):
+        assert [g.name for g in gaus] == ["gau_res4", "gau_res3", "gau_res2"]
+        for g in gaus:
+            assert g.global_pooling == head.get("gau_global_pooling", True)
+            assert g.low_kernel_size == head.get("gau_low_kernel_size", 3)
+    else:
+        assert not gaus
+
+
+def test_paper_geometry_at_512():
+    """ResNet-101 deep stem at OS16: res5 is 32x32, FPA's pyramid is 16/8/4 (Sec 4.1.1), the
+    GAUs bring it back to 1/4, and the logits are at the input size."""
+    model = build_model(ModelConfig(name="pan", num_classes=21, backbone=PAPER_BACKBONE))
+    backbone = model.get_layer("backbone")
+    assert backbone.backbone_config.stage_depths == (3, 4, 23, 3)
+    assert "stem_conv3" in layer_names(backbone)  # three 3x3 convs (Sec 3.3)
+    assert backbone.feature_strides["res5"] == 16
+
+    assert static_shapes(model, ["fpa"], inputs=True)["fpa"] == (1, 32, 32, 2048)
+    shapes = static_shapes(model, ["fpa", "gau_res4", "gau_res3", "gau_res2", "logits"])
+    assert shapes == {
+        "fpa": (1, 32, 32, 256),
+        "gau_res4": (1, 32, 32, 256),
+        "gau_res3": (1, 64, 64, 256),
+        "gau_res2": (1, 128, 128, 256),
+        "logits": (1, 512, 512, 21),
+    }
+    levels = model.get_layer("fpa").pyramid_features(keras.KerasTensor((1, 32, 32, 2048)))
+    assert [tuple(t.shape[1:3]) for t in levels] == [(16, 16), (8, 8), (4, 4)]
+
+
+def test_dynamic_sizes_gradients_and_round_trip():
+    model = tiny_pan()
+    assert model.input.shape == (None, None, None, 3)
+    assert list(model.output) == ["logits"]
+    assert_forward(model, [(65, 65), (63, 71)], batch=2, num_classes=NUM_CLASSES)
+    # Batch 2: the GAP -> BN branches of FPA and GAU are constant for a single image.
+    assert_gradients_everywhere(model, random_images(65, 65, batch=2))
+    assert_keras_round_trip(model, random_images(63, 71, batch=2, seed=3))
+
+
+def test_mixed_precision():
+    assert_mixed_precision(tiny_pan(dtype="mixed_bfloat16"), random_images(33, 33, batch=2))
+
+
+def test_bad_head_options_name_themselves():
+    with pytest.raises(ValueError, match="fpa_pooling"):
+        tiny_pan({"fpa_pooling": "median"})
+    with pytest.raises(ValueError, match="fpa_kernels"):
+        tiny_pan({"fpa_kernels": [3, 3, 3]})
+    with pytest.raises(ValueError, match="gau_low_kernel_size"):
+        tiny_pan({"gau_low_kernel_size": 2})
