@@ -1,0 +1,337 @@
+"""The tf.data input pipeline: TFRecord shards to batches of images and labels.
+
+Both modes yield ``(images, labels)``:
+
+- images: float32 ``(batch, H, W, 3)``, RGB in 0..255 (the model normalises inside);
+- labels: int32 ``(batch, H, W)`` class indices, ``ignore_label`` (255) = not scored. There is
+  no channel axis: that is what ``SparseCategoricalCrossentropy(ignore_class=255)`` and
+  ``MeanIoU`` take next to ``(batch, H, W, num_classes)`` logits.
+
+Training (DeepLabv3 Sec 4.1): shards read interleaved and repeated, shuffled, then random scale
+from ``{min_scale, min_scale + scale_step, ..., max_scale}`` (step 0: continuous), bilinear for the
+image and nearest for the label, pad to ``crop_size`` (mean pixel / 255), random crop, random
+left-right flip; batches drop the remainder. The crop is computed before the resize, and each
+image is decoded once, only over the crop window (see ``augment.py``).
+
+Evaluation: one pass, in order, no rescaling. At the native size (``eval_crop_size=None``;
+batches above 1 are padded to the largest image in the batch), or padded to a fixed
+``eval_crop_size``. Padding is labelled ``ignore_label`` and never scored.
+
+Distribution: ``make_dataset`` takes the ``tf.distribute.InputContext`` that
+``strategy.distribute_datasets_from_function`` passes, shards by input pipeline (training: by
+file when there are at least as many files as pipelines, else by record; evaluation: by record,
+so pipelines differ by at most one example) and batches ``config.batch_size`` (global) split per
+replica.
+
+Example:
+    >>> cfg = InputConfig(file_pattern="data/train_aug-*.tfrecord", batch_size=16)
+    >>> ds = strategy.distribute_datasets_from_function(lambda ctx: make_dataset(cfg, ctx))
+"""
+
+import dataclasses
+import os
+import random
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from deeplab_family.data import augment, schema
+
+
+def _pair(name, value):
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        pair = tuple(pair)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(
+            f"{name} must be an int >= 1 or a pair (height, width) of them. Received: "
+            f"{name}={value!r}"
+        )
+    return pair
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """What to read and how to augment it.
+
+    Args:
+        file_pattern: str or list of str. Glob(s) of TFRecord shards, e.g.
+            ``"data/train_aug-*.tfrecord"``.
+        crop_size: int or (height, width). Training crop (513 in DeepLabv3 Sec 4.1).
+        min_scale, max_scale: floats. Range of the random scale (0.5 and 2.0 in the paper).
+        scale_step: float. The scale is drawn from ``{min, min+step, ..., max}``; 0 draws it
+            uniformly from ``[min, max]``.
+        flip: bool. Random left-right flip.
+        ignore_label: int. Label of padding and of unlabelled pixels.
+        mean_pixel: three floats. Image padding value, RGB 0..255 (the ImageNet mean), so that
+            padding becomes ~0 after the model's normalisation.
+        batch_size: int. The global batch; each replica gets ``batch_size / replicas``.
+        shuffle_buffer: int. Examples in the shuffle buffer (training).
+        deterministic: bool. Keep the element order fixed (parallel calls then wait for each
+            other); with a seed, the same batches every run.
+        seed: int or None. Seeds file order, shuffling and augmentation.
+        num_parallel_calls: int. Parallelism of the reads and of the map; -1 is AUTOTUNE.
+        eval_crop_size: None, int or (height, width). Evaluation: None keeps the native size;
+            a size pads every image to it (and is an error for a larger image).
+        cycle_length: int. Shards read at once.
+    """
+
+    file_pattern: str | Sequence[str] = ""
+    crop_size: int | Sequence[int] = 513
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    scale_step: float = 0.25
+    flip: bool = True
+    ignore_label: int = schema.IGNORE_LABEL
+    mean_pixel: Sequence[float] = augment.IMAGENET_MEAN_RGB
+    batch_size: int = 16
+    shuffle_buffer: int = 1000
+    deterministic: bool = False
+    seed: int | None = None
+    num_parallel_calls: int = tf.data.AUTOTUNE
+    eval_crop_size: int | Sequence[int] | None = None
+    cycle_length: int = 16
+
+    def __post_init__(self):
+        # Frozen, like the rest of the config: normalised values are set through object.
+        object.__setattr__(self, "crop_size", _pair("crop_size", self.crop_size))
+        if self.eval_crop_size is not None:
+            object.__setattr__(self, "eval_crop_size", _pair("eval_crop_size", self.eval_crop_size))
+        if not self.min_scale > 0:
+            raise ValueError(f"min_scale must be > 0. Received: min_scale={self.min_scale!r}")
+        if not self.max_scale >= self.min_scale:
+            raise ValueError(
+                "max_scale must be >= min_scale. Received: "
+                f"min_scale={self.min_scale!r}, max_scale={self.max_scale!r}"
+            )
+        if not self.scale_step >= 0:
+            raise ValueError(f"scale_step must be >= 0. Received: scale_step={self.scale_step!r}")
+        if self.scale_step > 0 and self.max_scale > self.min_scale:
+            steps = (self.max_scale - self.min_scale) / self.scale_step
+            if abs(steps - round(steps)) > 1e-6:
+                raise ValueError(
+                    "scale_step must divide max_scale - min_scale, so that max_scale is in the "
+                    f"set. Received: min_scale={self.min_scale!r}, max_scale={self.max_scale!r}, "
+                    f"scale_step={self.scale_step!r}"
+                )
+        mean = tuple(float(v) for v in self.mean_pixel)
+        if len(mean) != 3:
+            raise ValueError(f"mean_pixel must have 3 values (RGB). Received: {self.mean_pixel!r}")
+        object.__setattr__(self, "mean_pixel", mean)
+        for name in ("batch_size", "shuffle_buffer", "cycle_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1. Received: {name}={value!r}")
+        if not (self.num_parallel_calls == tf.data.AUTOTUNE or self.num_parallel_calls >= 1):
+            raise ValueError(
+                "num_parallel_calls must be >= 1 or tf.data.AUTOTUNE (-1). Received: "
+                f"num_parallel_calls={self.num_parallel_calls!r}"
+            )
+        if not 0 <= self.ignore_label <= 255:
+            raise ValueError(
+                f"ignore_label must be in 0..255. Received: ignore_label={self.ignore_label!r}"
+            )
+
+    @property
+    def scales(self):
+        """The discrete scale set, or None when the scale is continuous."""
+        return augment.scale_values(self.min_scale, self.max_scale, self.scale_step)
+
+
+_FEATURES = {
+    schema.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
+    schema.LABEL_ENCODED: tf.io.FixedLenFeature((), tf.string),
+    schema.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, default_value=""),
+}
+
+
+def parse_example(serialized):
+    """``{"image/encoded", "image/segmentation/class/encoded", "image/filename"}`` tensors.
+
+    Only the keys the pipeline needs are read, so research/deeplab shards (same keys) work as
+    they are.
+    """
+    return tf.io.parse_single_example(serialized, _FEATURES)
+
+
+def decode_example(serialized):
+    """A full decode: ``{"image": uint8 (H, W, 3), "label": uint8 (H, W), "filename"}``."""
+    features = parse_example(serialized)
+    return {
+        "image": augment.decode_image(features[schema.IMAGE_ENCODED]),
+        "label": augment.decode_label(features[schema.LABEL_ENCODED]),
+        "filename": features[schema.IMAGE_FILENAME],
+    }
+
+
+def list_files(file_pattern):
+    """The sorted shard files matching the pattern(s).
+
+    ``<split>-manifest.json`` and hidden (temporary) files are left out, so that the natural
+    pattern ``DIR/<split>-*`` works on a builder's output folder.
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(
+        f
+        for f in {f for p in patterns if p for f in tf.io.gfile.glob(p)}
+        if not os.path.basename(f).startswith(".") and not f.endswith(schema.manifest_name(""))
+    )
+    if not files:
+        raise ValueError(f"no TFRecord files match file_pattern={file_pattern!r}")
+    return files
+
+
+def _train_map_fn(config, base_seed):
+    def fn(index, serialized):
+        features = parse_example(serialized)
+        label = augment.decode_label(features[schema.LABEL_ENCODED])
+        seed = tf.stack([tf.constant(base_seed, tf.int64), index])
+        return augment.random_scale_crop_flip(
+            features[schema.IMAGE_ENCODED],
+            label,
+            seed,
+            config.crop_size,
+            config.min_scale,
+            config.max_scale,
+            config.scale_step,
+            config.flip,
+            config.mean_pixel,
+            config.ignore_label,
+        )
+
+    return fn
+
+
+def _eval_map_fn(config):
+    def fn(serialized):
+        example = decode_example(serialized)
+        image = tf.cast(example["image"], tf.float32)
+        label = example["label"]
+        if config.eval_crop_size is not None:
+            crop_h, crop_w = config.eval_crop_size
+            h, w = tf.shape(label)[0], tf.shape(label)[1]
+            with tf.control_dependencies(
+                [
+                    tf.debugging.assert_less_equal(
+                        tf.stack([h, w]),
+                        tf.constant([crop_h, crop_w]),
+                        message=(
+                            f"an evaluation image is larger than eval_crop_size={crop_h}x{crop_w}"
+                            "; set eval_crop_size to at least the largest image, or None for "
+                            "the native size"
+                        ),
+                    )
+                ]
+            ):
+                image = augment.pad_image(image, crop_h, crop_w, config.mean_pixel)
+            label = augment.pad_label(label, crop_h, crop_w, config.ignore_label)
+        return image, tf.cast(label, tf.int32)
+
+    return fn
+
+
+def make_dataset(config, input_context=None, training=True):
+    """Builds the dataset of ``(images, labels)`` batches for one input pipeline.
+
+    Args:
+        config: InputConfig.
+        input_context: tf.distribute.InputContext or None. With one, this pipeline reads its
+            share of the data and batches ``input_context.get_per_replica_batch_size(
+            config.batch_size)``.
+        training: bool. Augmented, shuffled and repeated batches (remainder dropped), or one
+            ordered evaluation pass.
+
+    Returns:
+        A ``tf.data.Dataset``.
+    """
+    files = list_files(config.file_pattern)
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    batch_size = (
+        input_context.get_per_replica_batch_size(config.batch_size)
+        if input_context
+        else config.batch_size
+    )
+    # One base seed drawn here when none is given, so that seeded and unseeded runs share a path.
+    base_seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    # Training shards by file when there are enough files. Evaluation always shards by record:
+    # pipelines then differ by at most one example, and every example is seen exactly once.
+    shard_by_file = training and len(files) >= num_pipelines
+    if shard_by_file:
+        files = files[pipeline_id::num_pipelines]
+    parallel = config.num_parallel_calls
+    deterministic = config.deterministic
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training and len(files) > 1 and (shard_by_file or config.seed is not None):
+        # Sharding by record needs every pipeline to see the same order: only a shared seed
+        # gives that, so unseeded record-sharded pipelines keep the sorted file order.
+        file_seed = _mix(base_seed, pipeline_id if shard_by_file else 0, 1)
+        ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
+    if training:
+        ds = ds.repeat()
+    if len(files) > 1:
+        ds = ds.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(config.cycle_length, len(files)),
+            block_length=1,
+            num_parallel_calls=parallel,
+            # Record sharding needs one order on every pipeline; evaluation is an ordered pass.
+            deterministic=deterministic if shard_by_file else True,
+        )
+    else:
+        ds = ds.flat_map(tf.data.TFRecordDataset)
+    if not shard_by_file and num_pipelines > 1:
+        ds = ds.shard(num_pipelines, pipeline_id)
+
+    if training:
+        ds = ds.shuffle(config.shuffle_buffer, seed=_mix(base_seed, pipeline_id, 2))
+        # Each element's augmentation is a function of (seed, pipeline, index): reproducible
+        # under parallel maps, different on every pipeline and every pass.
+        ds = ds.enumerate()
+        ds = ds.map(
+            _train_map_fn(config, _mix(base_seed, pipeline_id, 3)),
+            num_parallel_calls=parallel,
+            deterministic=deterministic,
+        )
+        ds = ds.batch(
+            batch_size,
+            drop_remainder=True,
+            num_parallel_calls=parallel,
+            deterministic=deterministic,
+        )
+    else:
+        ds = ds.map(_eval_map_fn(config), num_parallel_calls=parallel, deterministic=True)
+        if config.eval_crop_size is not None or batch_size == 1:
+            ds = ds.batch(batch_size)
+        else:
+            ds = _padded_eval_batch(ds, batch_size, config)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+
+    options = tf.data.Options()
+    options.deterministic = deterministic if training else True
+    # Each op runs on one thread: the parallelism is across examples, which is cheaper.
+    options.threading.max_intra_op_parallelism = 1
+    if input_context is not None:
+        # This pipeline sharded itself (above); tf.distribute must not shard it again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
+
+
+def _mix(seed, pipeline_id, purpose):
+    """A 62-bit seed for one purpose on one pipeline, from the base seed."""
+    return (seed * 1_000_003 + pipeline_id * 7_919 + purpose) % (1 << 62)
+
+
+def _padded_eval_batch(ds, batch_size, config):
+    """Native-size batches padded to the largest image: images with the mean, labels with 255."""
+    mean = tf.constant(config.mean_pixel, tf.float32)
+    ds = ds.map(lambda image, label: (image - mean, label))
+    ds = ds.padded_batch(
+        batch_size,
+        padded_shapes=([None, None, 3], [None, None]),
+        padding_values=(0.0, config.ignore_label),
+    )
+    return ds.map(lambda images, labels: (images + mean, labels))
