@@ -5,6 +5,7 @@
   argument is in the config with the value it was given;
 - a symbolic call with `None` height and width, and eager calls at odd sizes;
 - `.keras` saving and reloading with `safe_mode=True`, giving the same outputs;
+- every variable is saved by `tf.train.Checkpoint` (the training checkpoints);
 - a gradient into every trainable weight (through a random projection of the outputs, so that
   BatchNorm's zero-mean output cannot cancel the gamma gradient);
 - a run under the `mixed_bfloat16` policy: bfloat16 outputs (unless the layer is float32 by
@@ -112,6 +113,17 @@ def check_layer(
     got = [np.asarray(t) for t in _flat(loaded(_unwrap(xs, multi), training=False))]
     for a, b in zip(ref, got):
         np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5)
+
+    # 4b. Every variable reaches a tf.train.Checkpoint (training checkpoints use it; layers
+    # held in Keras-tracked lists or dicts would silently be left out).
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.train.Checkpoint(layer=layer).write(os.path.join(tmp, "ckpt"))
+        saved = [n for n, _ in tf.train.list_variables(os.path.join(tmp, "ckpt"))
+                 if n.startswith("layer/")]
+    assert len(saved) == len(layer.weights), (
+        f"{layer_cls.__name__}: tf.train.Checkpoint holds {len(saved)} of "
+        f"{len(layer.weights)} variables"
+    )
 
     # 5. Gradient into every trainable weight.
     weights = layer.trainable_weights

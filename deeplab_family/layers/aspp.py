@@ -129,10 +129,12 @@ class ASPP(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
         self.conv1x1 = ConvNormAct(filters, 1, name="conv1x1", **unit)
-        self.atrous_convs = [
+        # A tuple, not a list: tf.train.Checkpoint does not see layers held in Keras-tracked
+        # lists or dicts, and training checkpoints must hold every variable.
+        self.atrous_convs = tuple(
             ConvNormAct(filters, 3, dilation_rate=rate, name=f"atrous_{i}", **unit)
             for i, rate in enumerate(rates)
-        ]
+        )
         if self.image_pooling:
             self.pool = keras.layers.GlobalAveragePooling2D(
                 keepdims=True, dtype=self.dtype_policy, name="image_pool"

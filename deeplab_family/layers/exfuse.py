@@ -74,7 +74,8 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
                 "filters must equal the low-level input's channels (the outputs multiply it). "
                 f"Received: filters={self.filters}, low-level channels={channels}"
             )
-        self.convs = [
+        # A tuple: tf.train.Checkpoint does not see layers in Keras-tracked lists.
+        self.convs = tuple([
             ConvNormAct(
                 channels,
                 self.kernel_size,
@@ -84,7 +85,7 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
                 name=f"high_conv_{i}",
             )
             for i in range(len(input_shape) - 1)
-        ]
+        ])
         for conv, shape in zip(self.convs, input_shape[1:]):
             conv.build(shape)
 

@@ -137,9 +137,7 @@ class FeaturePyramidAttention(keras.layers.Layer):
         self._pyramid_width = pyramid_filters or max(filters // 4, 1)
         self.master = ConvNormAct(filters, 1, name="master", **unit)
 
-        self.pools = []
-        self.down_convs = []
-        self.level_convs = []
+        pools, down_convs, level_convs = [], [], []
         self.attention_proj = None
         self.se_squeeze = self.se_excite = self.se_pool = None
         if attention == "pyramid":
@@ -148,17 +146,22 @@ class FeaturePyramidAttention(keras.layers.Layer):
             )
             for i, k in enumerate(kernel_sizes):
                 # 2x2 stride-2 "same" pooling: ceil(H / 2), so odd sizes keep their last row.
-                self.pools.append(
+                pools.append(
                     pool_cls(
                         2, strides=2, padding="same", dtype=self.dtype_policy, name=f"pool_{i + 1}"
                     )
                 )
-                self.down_convs.append(
+                down_convs.append(
                     ConvNormAct(self._pyramid_width, k, name=f"down_conv_{i + 1}", **unit)
                 )
-                self.level_convs.append(
+                level_convs.append(
                     ConvNormAct(self._pyramid_width, k, name=f"level_conv_{i + 1}", **unit)
                 )
+        # Tuples, not lists: tf.train.Checkpoint does not see layers in Keras-tracked lists.
+        self.pools, self.down_convs, self.level_convs = (
+            tuple(pools), tuple(down_convs), tuple(level_convs)
+        )
+        if attention == "pyramid":
             self.attention_proj = ConvNormAct(filters, 1, name="attention_proj", **unit)
             self.level_resize = ResizeLike("bilinear", dtype=self.dtype_policy, name="level_up")
             self.attention_resize = ResizeLike(

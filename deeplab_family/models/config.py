@@ -1,7 +1,7 @@
 """`ModelConfig`: which registered model, how many classes, its backbone and its head options."""
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from deeplab_family.backbones import BackboneConfig
 from deeplab_family.models.registry import dataclass_from_dict
@@ -18,6 +18,8 @@ class ModelConfig:
         backbone: a `BackboneConfig` (or a dict of its fields).
         head: dict of the model's head options; validated against that model's head dataclass
             when the model is built, so an unknown key names itself.
+        backbone_weights: optional path of keras.applications ImageNet weights (`.h5` or
+            `.weights.h5`) imported into the backbone before training. Never downloaded.
 
     Example:
 
@@ -32,6 +34,7 @@ class ModelConfig:
     num_classes: int = 21
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     head: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    backbone_weights: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):

@@ -1,0 +1,280 @@
+"""The experiment config: YAML -> typed dataclasses, `--set section.key=value` overrides.
+
+One YAML file per experiment (see `train_configs/`), loaded with `yaml.safe_load`:
+
+```yaml
+model:        {name: deeplabv3, num_classes: 21, backbone: {...}, head: {...}}
+train_data:   {file_pattern: ..., crop_size: 513, batch_size: 16, ...}   # data.InputConfig
+eval_data:    {file_pattern: ..., batch_size: 1}                         # data.InputConfig
+training:     {steps: 30000, learning_rate: 0.007, ...}                  # TrainingConfig
+runtime:      {strategy: mirrored, ...}                                  # RuntimeConfig
+evaluation:   {output_stride: 8, scales: [1.0], flip: false, ...}        # EvaluationConfig
+export:       {output_stride: 8, tflite_size: [513, 513], ...}           # ExportConfig
+```
+
+An unknown key anywhere is an error that names it. The resolved config is written next to the
+checkpoints (`<model_dir>/config.yaml`) by `save_config`, and `evaluate` / `export` read it
+back from there.
+
+Example:
+
+>>> config = load_config("train_configs/tiny_deeplabv3.yaml",
+...                      overrides=["training.steps=100", "runtime.cpu_replicas=2"])
+>>> config.training.steps
+100
+"""
+
+import dataclasses
+import os
+from typing import Dict, Optional, Tuple
+
+import yaml
+
+from deeplab_family.models.config import ModelConfig
+from deeplab_family.models.registry import dataclass_from_dict
+
+STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
+PRECISIONS = (None, "float32", "mixed_bfloat16", "mixed_float16")
+DATASETS = ("voc", "cityscapes")
+CONFIG_FILENAME = "config.yaml"
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The optimisation protocol (DeepLabv3 Sec 4.1; PAN Sec 4; ExFuse Sec 3).
+
+    Args:
+        steps: total training steps (30K for DeepLabv3 on train_aug).
+        learning_rate: base learning rate of the poly schedule (0.007 for DeepLabv3 stage 1).
+        poly_power: `lr * (1 - step / steps) ** power` (0.9).
+        end_learning_rate: floor of the poly schedule.
+        warmup_steps: linear warm-up from 0 to `learning_rate` (0 = none).
+        momentum: SGD momentum (0.9).
+        weight_decay: `wd * 1/2 * ||w||^2` on conv kernels only, research/deeplab's definition
+            (1e-4 for ResNet in DeepLab and PAN).
+        aux_loss_weights: weight of each `aux_*` output's loss, e.g. {aux_ecre: 1.0}; an aux
+            output without a weight is an error at training time.
+        freeze_bn: keep BN statistics and affine parameters fixed (DeepLabv3 stage 2 at OS8).
+        sync_bn: synchronise BN across replicas; None = on whenever there is more than one.
+        mixed_precision: None/"float32", "mixed_bfloat16" or "mixed_float16" (loss scaled).
+        checkpoint_every: steps between checkpoints (one is always written at the end).
+        keep_checkpoints: checkpoints kept.
+        log_every: steps between scalar summaries / progress updates.
+        image_summary_every: steps between TensorBoard image summaries (0 = never).
+        seed: global seed.
+        deterministic: op determinism (slower).
+        init_checkpoint: optional checkpoint (or model dir) whose model weights initialise
+            training, e.g. stage 2 from stage 1.
+    """
+
+    steps: int = 30000
+    learning_rate: float = 0.007
+    poly_power: float = 0.9
+    end_learning_rate: float = 0.0
+    warmup_steps: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    aux_loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+    freeze_bn: bool = False
+    sync_bn: Optional[bool] = None
+    mixed_precision: Optional[str] = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 10
+    image_summary_every: int = 500
+    seed: int = 0
+    deterministic: bool = False
+    init_checkpoint: Optional[str] = None
+
+    def __post_init__(self):
+        for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                   f"training.{name} must be an int >= 1. Received: {name}={v!r}")
+        _check(self.learning_rate > 0,
+               f"training.learning_rate must be > 0. Received: {self.learning_rate!r}")
+        _check(0 <= self.warmup_steps < self.steps,
+               f"training.warmup_steps must be in [0, steps). Received: {self.warmup_steps!r}")
+        _check(self.weight_decay >= 0,
+               f"training.weight_decay must be >= 0. Received: {self.weight_decay!r}")
+        _check(self.mixed_precision in PRECISIONS,
+               f"training.mixed_precision must be one of {list(PRECISIONS)}. "
+               f"Received: {self.mixed_precision!r}")
+        object.__setattr__(self, "aux_loss_weights", dict(self.aux_loss_weights or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where training runs.
+
+    Args:
+        strategy: "mirrored" (all local GPUs; on a CPU-only machine `cpu_replicas` logical
+            CPUs), "multi_worker" (MultiWorkerMirroredStrategy from TF_CONFIG), "tpu" or
+            "one_device".
+        cpu_replicas: split the CPU into this many logical devices when there is no GPU
+            (0 = do not split).
+        tpu: TPU name or address for the "tpu" strategy ("" = local).
+    """
+
+    strategy: str = "mirrored"
+    cpu_replicas: int = 0
+    tpu: str = ""
+
+    def __post_init__(self):
+        _check(self.strategy in STRATEGIES,
+               f"runtime.strategy must be one of {list(STRATEGIES)}. Received: {self.strategy!r}")
+        _check(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
+               f"runtime.cpu_replicas must be an int >= 0. Received: {self.cpu_replicas!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """How mIoU is measured (DeepLabv3 Sec 4.3: output stride 8, multi-scale, flip).
+
+    Args:
+        output_stride: output stride of the evaluated model (weights are shared across
+            strides: train at 16, evaluate at 8).
+        scales: input scales whose softmax probabilities are averaged (1.0 alone = single
+            scale; the paper uses 0.5..1.75).
+        flip: also average the left-right flipped input of every scale.
+        dataset: "voc" or "cityscapes": the class names in the report.
+    """
+
+    output_stride: int = 8
+    scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
+    dataset: str = "voc"
+
+    def __post_init__(self):
+        _check(self.output_stride in (8, 16, 32),
+               f"evaluation.output_stride must be 8, 16 or 32. Received: {self.output_stride!r}")
+        scales = tuple(float(s) for s in self.scales)
+        _check(scales and all(s > 0 for s in scales),
+               f"evaluation.scales must be positive numbers. Received: {self.scales!r}")
+        object.__setattr__(self, "scales", scales)
+        _check(self.dataset in DATASETS,
+               f"evaluation.dataset must be one of {list(DATASETS)}. Received: {self.dataset!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What `export` writes.
+
+    Args:
+        output_stride: output stride baked into the SavedModel (8, as the papers evaluate).
+        scales, flip: multi-scale + flip inference baked into the SavedModel.
+        tflite_size: fixed (height, width) input of the TFLite models.
+        probabilities: also return softmax probabilities from the SavedModel signatures.
+    """
+
+    output_stride: int = 8
+    scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
+    tflite_size: Tuple[int, int] = (513, 513)
+    probabilities: bool = False
+
+    def __post_init__(self):
+        _check(self.output_stride in (8, 16, 32),
+               f"export.output_stride must be 8, 16 or 32. Received: {self.output_stride!r}")
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        size = tuple(self.tflite_size)
+        _check(len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size),
+               f"export.tflite_size must be two ints >= 1. Received: {self.tflite_size!r}")
+        object.__setattr__(self, "tflite_size", size)
+
+
+def _input_config_cls():
+    from deeplab_family.data.pipeline import InputConfig
+
+    return InputConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole experiment: model, data, training, runtime, evaluation and export."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train_data: object = None
+    eval_data: object = None
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values or {})
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        _check(not unknown, f"unknown section(s) {unknown} in the config. "
+                            f"Allowed sections: {sorted(allowed)}")
+        input_cls = _input_config_cls()
+        return cls(
+            model=ModelConfig.from_dict(values.get("model", {})),
+            train_data=dataclass_from_dict(input_cls, values.get("train_data", {}), "train_data"),
+            eval_data=dataclass_from_dict(input_cls, values.get("eval_data", {}), "eval_data"),
+            training=dataclass_from_dict(TrainingConfig, values.get("training", {}), "training"),
+            runtime=dataclass_from_dict(RuntimeConfig, values.get("runtime", {}), "runtime"),
+            evaluation=dataclass_from_dict(
+                EvaluationConfig, values.get("evaluation", {}), "evaluation"),
+            export=dataclass_from_dict(ExportConfig, values.get("export", {}), "export"),
+        )
+
+    def to_dict(self):
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value):
+    """Tuples -> lists, recursively, so the YAML dump is plain and safe_load-able."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def apply_overrides(values, overrides):
+    """Applies `section.key=value` strings (values parsed as YAML) to a nested dict in place."""
+    for item in overrides or ():
+        key, sep, raw = item.partition("=")
+        _check(sep and key.strip(), f"--set expects section.key=value. Received: {item!r}")
+        path = key.strip().split(".")
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            _check(isinstance(node, dict),
+                   f"--set {key}: {part!r} is not a section. Received: {item!r}")
+        node[path[-1]] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path, overrides=None):
+    """Reads a YAML experiment config, applies `--set` overrides and validates everything."""
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
+    _check(isinstance(values, dict), f"{path} must hold a mapping of sections")
+    try:
+        return ExperimentConfig.from_dict(apply_overrides(values, overrides))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def save_config(config, model_dir):
+    """Writes the resolved config to `<model_dir>/config.yaml` (atomically) and returns the path."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    os.replace(tmp, path)
+    return path

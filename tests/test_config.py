@@ -1,0 +1,63 @@
+"""The experiment config: YAML round trip, --set overrides, unknown keys named."""
+
+import pytest
+import yaml
+
+from deeplab_family.config import ExperimentConfig, apply_overrides, load_config, save_config
+
+
+def _write(tmp_path, values):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_load_override_save_round_trip(tmp_path):
+    path = _write(tmp_path, {
+        "model": {"name": "deeplabv3", "backbone": {"depth": 101, "output_stride": 16,
+                                                     "multi_grid": [1, 2, 4]}},
+        "train_data": {"file_pattern": "shards/train_aug-*.tfrecord", "crop_size": 513},
+    })
+    config = load_config(path, ["training.steps=100", "evaluation.scales=[0.5, 1.0]",
+                                "model.head.image_pooling=false"])
+    assert config.training.steps == 100
+    assert config.evaluation.scales == (0.5, 1.0)
+    assert config.model.backbone.multi_grid == (1, 2, 4)
+    assert config.model.head == {"image_pooling": False}
+    assert config.train_data.crop_size == (513, 513)
+    saved = save_config(config, str(tmp_path / "model_dir"))
+    assert load_config(saved) == config
+
+
+@pytest.mark.parametrize(
+    "values, overrides, message",
+    [
+        ({"trainig": {}}, [], r"unknown section\(s\) \['trainig'\]"),
+        ({}, ["training.stepz=3"], r"unknown key\(s\) \['stepz'\] in training"),
+        ({"model": {"backbone": {"dept": 50}}}, [], r"\['dept'\] in model.backbone"),
+        ({}, ["runtime.strategy=horovod"], "runtime.strategy must be one of"),
+        ({}, ["training.steps=0"], "training.steps must be an int >= 1"),
+        ({}, ["evaluation.output_stride=12"], "evaluation.output_stride must be 8, 16 or 32"),
+        ({}, ["training"], "--set expects section.key=value"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path, values, overrides, message):
+    path = _write(tmp_path, values)
+    with pytest.raises(ValueError, match=message):
+        load_config(path, overrides)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_overrides_parse_yaml_values():
+    values = apply_overrides({}, ["a.b=3", "a.c=[1, 2]", "d=on", "e.f=hello"])
+    assert values == {"a": {"b": 3, "c": [1, 2]}, "d": True, "e": {"f": "hello"}}
+
+
+def test_defaults_build():
+    config = ExperimentConfig.from_dict({})
+    assert config.runtime.strategy == "mirrored"
+    assert config.evaluation.output_stride == 8
