@@ -84,6 +84,7 @@ def test_native_path_has_no_space_to_batch():
         dict(filters=8, kernel_size=(15, 1), activation=None),
         dict(filters=8, kernel_size=3, groups=4, dilation_rate=3, synchronized=True),
         dict(filters=8, kernel_size=1, use_norm=False, activation=None),
+        dict(filters=8, kernel_size=3, dilation_rate=12, skip_padded_taps=True),
     ],
 )
 def test_conv_norm_act_harness(kwargs):
@@ -139,3 +140,84 @@ def test_conv_norm_act_bad_arguments(kwargs, message):
 def test_groups_must_divide_input_channels():
     with pytest.raises(ValueError, match="groups must divide the input channels"):
         ConvNormAct(8, 3, groups=4)(random_image(9, 9, 6))
+
+
+@pytest.mark.parametrize("trainable", [True, False])
+def test_conv_norm_act_inference_bn_is_fused_and_exact(trainable):
+    """At inference ConvNormAct runs BN as one FusedBatchNormV3 (so TF fuses conv + BN + ReLU):
+    the same function as Keras' BatchNormalization on the moving statistics, with gradients;
+    training=True with a trainable BN still uses the batch statistics."""
+    import keras
+
+    layer = ConvNormAct(8, 3, dilation_rate=2, norm_epsilon=1e-5)
+    x = tf.constant(random_image(17, 17, 4))
+    layer(x)
+    rng = np.random.default_rng(0)
+    layer.norm.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.5, 8),
+                            rng.normal(0, 0.5, 8), rng.uniform(0.5, 2.0, 8)])
+    layer.trainable = trainable
+    want = keras.activations.relu(layer.norm(layer.conv(x), training=False))
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), np.asarray(want),
+                               atol=1e-5, rtol=1e-5)
+    graph = tf.function(lambda t: layer(t, training=False)).get_concrete_function(x).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "FusedBatchNormV3" in op_types and "Mul" not in op_types, op_types
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(layer(x, training=False) * rng.standard_normal((1, 17, 17, 8)))
+    grads = tape.gradient(y, [x, layer.conv.kernel, layer.norm.gamma, layer.norm.beta])
+    assert all(g is not None and np.any(np.asarray(g) != 0) for g in grads)
+    batch_stats = layer(x, training=True)
+    if trainable:  # normalised by the batch: zero mean per channel before the ReLU
+        pre = layer.norm(layer.conv(x), training=True)
+        np.testing.assert_allclose(np.asarray(batch_stats),
+                                   np.asarray(keras.activations.relu(pre)), atol=1e-5)
+    else:  # frozen BN always uses the moving statistics
+        np.testing.assert_allclose(np.asarray(batch_stats), np.asarray(want), atol=1e-5,
+                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kernel_size, rate, size, groups",
+    [
+        (3, 6, (33, 33), 1),
+        (3, 18, (33, 33), 1),  # side taps read 15 rows
+        (3, 12, (17, 23), 1),
+        (3, (2, 5), (9, 11), 1),
+        (3, 6, (3, 5), 1),  # side taps entirely in the padding: empty slices
+        (3, 40, (33, 33), 1),  # rate beyond the map: a 1x1 conv (DeepLabv3 Fig. 4)
+        (4, 3, (10, 13), 1),  # even kernel: asymmetric "same" padding
+        ((1, 7), 2, (8, 21), 1),
+    ],
+)
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_skip_padded_taps_is_the_same_conv(kernel_size, rate, size, groups, jit_compile):
+    """`skip_padded_taps=True` (sum of 1x1 convs on each tap's valid region) equals the dense
+    atrous conv, at dynamic sizes, with and without XLA, and has the same variables."""
+    x = random_image(*size, 4)
+    dense = AtrousConv2D(6, kernel_size, dilation_rate=rate, groups=groups, padding="same")
+    taps = AtrousConv2D(6, kernel_size, dilation_rate=rate, groups=groups, padding="same",
+                        skip_padded_taps=True)
+    dense.build(x.shape)
+    taps.build(x.shape)
+    assert [v.shape for v in taps.weights] == [v.shape for v in dense.weights]
+    for a, b in zip(taps.weights, dense.weights):
+        a.assign(b)
+    spec = tf.TensorSpec([None, None, None, 4])
+    f_dense = tf.function(dense, input_signature=[spec], jit_compile=jit_compile)
+    f_taps = tf.function(taps, input_signature=[spec], jit_compile=jit_compile)
+    np.testing.assert_allclose(np.asarray(f_taps(x)), np.asarray(f_dense(x)), atol=1e-5,
+                               rtol=1e-5)
+    assert AtrousConv2D.from_config(taps.get_config()).skip_padded_taps is True
+
+
+def test_skip_padded_taps_only_for_dilated_stride_1_same():
+    """Other convs keep the single native op (the flag is ignored there)."""
+    for kwargs in (dict(dilation_rate=1), dict(strides=2), dict(dilation_rate=2, padding="valid"),
+                   dict(dilation_rate=2, groups=2)):
+        kwargs.setdefault("padding", "same")
+        conv = AtrousConv2D(4, 3, skip_padded_taps=True, **kwargs)
+        graph = tf.function(conv).get_concrete_function(tf.TensorSpec([1, 17, 17, 4])).graph
+        assert [op.type for op in graph.get_operations()].count("Conv2D") == 1, kwargs
+    with pytest.raises(ValueError, match="skip_padded_taps must be a bool. Received: "):
+        AtrousConv2D(4, 3, skip_padded_taps="yes")
