@@ -36,6 +36,7 @@ from deeplab_family.models.registry import dataclass_from_dict
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
 PRECISIONS = (None, "float32", "mixed_bfloat16", "mixed_float16")
 DATASETS = ("voc", "cityscapes")
+INT8_IO = (None, "uint8", "int8")
 CONFIG_FILENAME = "config.yaml"
 
 
@@ -62,6 +63,7 @@ class TrainingConfig:
         freeze_bn: keep BN statistics and affine parameters fixed (DeepLabv3 stage 2 at OS8).
         sync_bn: synchronise BN across replicas; None = on whenever there is more than one.
         mixed_precision: None/"float32", "mixed_bfloat16" or "mixed_float16" (loss scaled).
+        jit_compile: XLA-compile each replica's step (GPU/TPU; TPUs always compile).
         checkpoint_every: steps between checkpoints (one is always written at the end).
         keep_checkpoints: checkpoints kept.
         log_every: steps between scalar summaries / progress updates.
@@ -83,6 +85,7 @@ class TrainingConfig:
     freeze_bn: bool = False
     sync_bn: Optional[bool] = None
     mixed_precision: Optional[str] = None
+    jit_compile: bool = False
     checkpoint_every: int = 1000
     keep_checkpoints: int = 5
     log_every: int = 10
@@ -116,8 +119,8 @@ class RuntimeConfig:
         strategy: "mirrored" (all local GPUs; on a CPU-only machine `cpu_replicas` logical
             CPUs), "multi_worker" (MultiWorkerMirroredStrategy from TF_CONFIG), "tpu" or
             "one_device".
-        cpu_replicas: split the CPU into this many logical devices when there is no GPU
-            (0 = do not split).
+        cpu_replicas: with "mirrored" and no GPU, split the CPU into this many logical
+            devices, one replica each (0 = do not split).
         tpu: TPU name or address for the "tpu" strategy ("" = local).
     """
 
@@ -170,6 +173,14 @@ class ExportConfig:
         scales, flip: multi-scale + flip inference baked into the SavedModel.
         tflite_size: fixed (height, width) input of the TFLite models.
         probabilities: also return softmax probabilities from the SavedModel signatures.
+        tflite_int8_io: input type of the int8 TFLite model: None keeps a float32 input
+            (quantized inside the model), "uint8" or "int8" take quantized pixels (read the
+            scale and zero point from the input details; calibration on real images gives
+            uint8 scale ~1, zero point 0, i.e. raw pixels).
+        representative_samples: images drawn for the int8 calibration (TFLite's guide: about
+            100 to 500).
+        representative_pattern: TFRecord glob of the calibration images; None = the
+            `train_data.file_pattern` of the experiment (then `eval_data`'s).
     """
 
     output_stride: int = 8
@@ -177,15 +188,29 @@ class ExportConfig:
     flip: bool = False
     tflite_size: Tuple[int, int] = (513, 513)
     probabilities: bool = False
+    tflite_int8_io: str | None = None
+    representative_samples: int = 100
+    representative_pattern: str | None = None
 
     def __post_init__(self):
         _check(self.output_stride in (8, 16, 32),
                f"export.output_stride must be 8, 16 or 32. Received: {self.output_stride!r}")
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        scales = tuple(float(s) for s in self.scales)
+        _check(scales and all(s > 0 for s in scales),
+               f"export.scales must be positive numbers. Received: {self.scales!r}")
+        object.__setattr__(self, "scales", scales)
         size = tuple(self.tflite_size)
         _check(len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size),
                f"export.tflite_size must be two ints >= 1. Received: {self.tflite_size!r}")
         object.__setattr__(self, "tflite_size", size)
+        _check(self.tflite_int8_io in INT8_IO,
+               f"export.tflite_int8_io must be one of {list(INT8_IO)}. "
+               f"Received: {self.tflite_int8_io!r}")
+        _check(isinstance(self.representative_samples, int)
+               and not isinstance(self.representative_samples, bool)
+               and self.representative_samples >= 1,
+               "export.representative_samples must be an int >= 1. "
+               f"Received: {self.representative_samples!r}")
 
 
 def _input_config_cls():

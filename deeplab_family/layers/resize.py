@@ -67,12 +67,21 @@ class ResizeLike(keras.layers.Layer):
             return ops.cast(y, x.dtype)
         return tf.compat.v1.image.resize_nearest_neighbor(x, size, align_corners=True)
 
+    def _resize_half_pixel(self, x, size):
+        import tensorflow as tf
+
+        y = tf.image.resize(x, size, method=self.interpolation)
+        return ops.cast(y, x.dtype)
+
     def call(self, inputs):
         x, reference = inputs
         shape = ops.shape(reference)
         height, width = shape[1], shape[2]
         if not self.align_corners:
-            return ops.image.resize(x, (height, width), interpolation=self.interpolation)
+            # tf.image.resize, not keras.ops.image.resize: the latter checks `size[0] <= 0` in
+            # Python, which fails inside a tf.function whose input H and W are unknown (the
+            # SavedModel signatures and tf.function evaluation at native size).
+            return self._resize_half_pixel(x, (height, width))
         if self.stride is None:
             return self._resize_corners(x, (height, width))
         s = self.stride

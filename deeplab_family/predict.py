@@ -1,0 +1,278 @@
+"""Segment images with an exported model: a SavedModel or a `.tflite` file.
+
+    python -m deeplab_family.predict --model PATH IMAGE... --output-dir DIR [--alpha 0.5]
+
+PATH is a SavedModel directory (`<export-dir>/<version>`, or `<export-dir>` itself: its highest
+version) or a `.tflite` file written by `deeplab_family.export`. For each IMAGE (JPEG or PNG)
+it writes to DIR:
+
+- `<stem>_mask.png`: the classes as a palette PNG with the VOC colour map, the format of VOC's
+  `SegmentationClass` (mode "P": the pixel values are the class indices; PIL's
+  `np.array(Image.open(...))` gives them back);
+- `<stem>_overlay.png`: the image with the non-background classes blended in their colours.
+
+A SavedModel gets the file's bytes, as a TF Serving client sends them (`serving_default`), and
+answers at the image's size. A TFLite model has a fixed input size: the image is padded at the
+bottom and right with the ImageNet mean pixel (the training padding), or first shrunk to fit
+if it is larger, keeping its aspect ratio; the mask is cropped back and, if the image was
+shrunk, resized to the original size (nearest neighbour).
+
+A missing, unreadable or undecodable image is reported with its name on stderr and skipped;
+the exit status is 1 when any image failed, 0 otherwise.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+from deeplab_family.data.augment import IMAGENET_MEAN_RGB
+from deeplab_family.data.palette import VOC_COLORMAP, pil_palette
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file."""
+
+
+def read_image(path):
+    """The file's bytes and its pixels, uint8 `(H, W, 3)` RGB, decoded as the SavedModel does."""
+    import tensorflow as tf
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+        raise ImageError(f"{path} is not a JPEG or PNG file ({len(data)} bytes)")
+    try:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    except tf.errors.OpError as e:
+        raise ImageError(f"{path} cannot be decoded: {e.message}") from None
+    return data, image
+
+
+def fit_to_size(image, size, mean_pixel=IMAGENET_MEAN_RGB):
+    """Fits an image into a fixed model input.
+
+    Args:
+        image: uint8 or float `(h, w, 3)`.
+        size: (H, W) of the model input.
+        mean_pixel: RGB value of the padding.
+
+    Returns:
+        `(fitted, (fh, fw))`: float32 `(H, W, 3)` with the image (shrunk with antialiasing,
+        aspect kept, if it is larger than the input) at the top left and `mean_pixel` in the
+        rest; `(fh, fw)` the size of the image inside it.
+    """
+    import tensorflow as tf
+
+    h, w = image.shape[:2]
+    height, width = size
+    scale = min(height / h, width / w)
+    if scale < 1.0:
+        fh = min(height, max(1, round(h * scale)))
+        fw = min(width, max(1, round(w * scale)))
+        resized = tf.image.resize(image, (fh, fw), method="bilinear", antialias=True).numpy()
+    else:
+        fh, fw = h, w
+        resized = image
+    fitted = np.empty((height, width, 3), np.float32)
+    fitted[...] = np.asarray(mean_pixel, np.float32)
+    fitted[:fh, :fw] = resized
+    return fitted, (fh, fw)
+
+
+def restore_size(mask, fitted_size, original_size):
+    """Undoes `fit_to_size` on a mask `(H, W)`: crop, then nearest resize if it was shrunk."""
+    import tensorflow as tf
+
+    fh, fw = fitted_size
+    mask = np.asarray(mask)[:fh, :fw]
+    if (fh, fw) != tuple(original_size):
+        mask = tf.image.resize(mask[..., None], original_size, method="nearest").numpy()[..., 0]
+    return mask
+
+
+def resolve_saved_model(path):
+    """A SavedModel dir, or the highest `<version>` of a TF Serving base path."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        found = sorted(int(n) for n in os.listdir(path)
+                       if n.isdigit() and os.path.exists(os.path.join(path, n, "saved_model.pb")))
+        if found:
+            return os.path.join(path, str(found[-1]))
+    raise FileNotFoundError(
+        f"{path} is neither a SavedModel directory (with saved_model.pb) nor an export dir "
+        "with numbered versions, nor a .tflite file"
+    )
+
+
+class SavedModelPredictor:
+    """Runs the `serving_default` signature on encoded image files.
+
+    Args:
+        path: SavedModel dir or TF Serving base path (highest version).
+    """
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.path = resolve_saved_model(path)
+        self._loaded = tf.saved_model.load(self.path)
+        self._serve = self._loaded.signatures["serving_default"]
+
+    def predict(self, image_bytes, image=None):
+        """uint8 `(H, W)` classes of one encoded image."""
+        import tensorflow as tf
+
+        out = self._serve(image_bytes=tf.constant([image_bytes]))
+        return out["semantic_predictions"][0].numpy()
+
+
+class TFLitePredictor:
+    """Runs a fixed-size TFLite model from `export` on images of any size.
+
+    Args:
+        path: the `.tflite` file.
+        num_threads: interpreter threads (None: LiteRT's default).
+    """
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no TFLite file {path}")
+        self.path = path
+        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self._runner = self.interpreter.get_signature_runner("serving_default")
+        details = self._runner.get_input_details()["images"]
+        self.size = tuple(int(v) for v in details["shape"][1:3])
+        self.input_dtype = details["dtype"]
+        self.input_quantization = details["quantization"]  # (scale, zero_point)
+
+    def run(self, images):
+        """float32 pixels `(1, H, W, 3)` at the model size -> uint8 classes `(1, H, W)`."""
+        images = np.asarray(images, np.float32)
+        if self.input_dtype != np.float32:
+            scale, zero_point = self.input_quantization
+            info = np.iinfo(self.input_dtype)
+            images = np.clip(np.round(images / scale + zero_point), info.min, info.max)
+            images = images.astype(self.input_dtype)
+        return self._runner(images=images)["semantic_predictions"]
+
+    def predict(self, image_bytes=None, image=None):
+        """uint8 `(h, w)` classes of one image `(h, w, 3)`, fitted around the model size."""
+        fitted, fitted_size = fit_to_size(image, self.size)
+        mask = self.run(fitted[None])[0]
+        return restore_size(mask, fitted_size, image.shape[:2])
+
+
+def load_predictor(path, num_threads=None):
+    """A `TFLitePredictor` for a `.tflite` file, else a `SavedModelPredictor`."""
+    if path.endswith(".tflite"):
+        return TFLitePredictor(path, num_threads=num_threads)
+    return SavedModelPredictor(path)
+
+
+def save_mask_png(mask, path):
+    """Writes classes `(H, W)` as a VOC-style palette PNG (mode "P", indices preserved)."""
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
+    image.putpalette(pil_palette())
+    image.save(path)
+
+
+def overlay(image, mask, alpha=0.5):
+    """The image with every non-background pixel blended with its class colour."""
+    image = np.asarray(image, np.float32)
+    colours = VOC_COLORMAP[np.asarray(mask, np.int64)].astype(np.float32)
+    blended = (1.0 - alpha) * image + alpha * colours
+    out = np.where((np.asarray(mask) != 0)[..., None], blended, image)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _output_stem(path, used):
+    stem = os.path.splitext(os.path.basename(path))[0] or "image"
+    candidate, k = stem, 2
+    while candidate in used:
+        candidate, k = f"{stem}-{k}", k + 1
+    used.add(candidate)
+    return candidate
+
+
+def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None):
+    """Writes the mask and overlay of every image; returns `(written, failed)`.
+
+    `written` is a list of `(image, mask_png, overlay_png)`, `failed` of `(image, reason)`.
+    A failed image is reported (by name) and skipped.
+    """
+    import tensorflow as tf
+
+    err = err or (lambda m: print(m, file=sys.stderr, flush=True))
+    os.makedirs(output_dir, exist_ok=True)
+    used, written, failed = set(), [], []
+    for path in paths:
+        try:
+            data, image = read_image(path)
+            mask = predictor.predict(data, image)
+            if mask.shape != image.shape[:2]:
+                raise ImageError(f"{path}: the model returned a {mask.shape} mask for a "
+                                 f"{image.shape[:2]} image")
+            stem = _output_stem(path, used)
+            mask_path = os.path.join(output_dir, f"{stem}_mask.png")
+            overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
+            save_mask_png(mask, mask_path)
+            Image.fromarray(overlay(image, mask, alpha)).save(overlay_path)
+        except FileNotFoundError:
+            reason = f"{path}: no such file"
+        except IsADirectoryError:
+            reason = f"{path}: is a directory, not an image"
+        except OSError as e:
+            reason = f"{path}: cannot be read: {e.strerror or e}"
+        except ImageError as e:
+            reason = str(e)
+        except tf.errors.OpError as e:  # the SavedModel's own check, e.g. a corrupt JPEG body
+            reason = f"{path}: the model rejected it: {e.message}"
+        else:
+            written.append((path, mask_path, overlay_path))
+            log(f"{path} -> {mask_path} {overlay_path}")
+            continue
+        failed.append((path, reason))
+        err(f"predict: skipping {reason}")
+    return written, failed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m deeplab_family.predict", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--model", required=True,
+                        help="SavedModel dir, TF Serving export dir, or .tflite file")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0.5)")
+    parser.add_argument("--num-threads", type=int, default=None, help="TFLite threads")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must be in [0, 1]. Received: {args.alpha}")
+    try:
+        predictor = load_predictor(args.model, num_threads=args.num_threads)
+    except (OSError, ValueError) as e:
+        print(f"predict: error: cannot load --model {args.model}: {e}", file=sys.stderr)
+        return 2
+    written, failed = predict_files(predictor, args.images, args.output_dir, args.alpha)
+    print(f"predict: {len(written)} of {len(args.images)} images written to {args.output_dir}",
+          file=sys.stderr)
+    if failed:
+        print(f"predict: {len(failed)} failed: {', '.join(p for p, _ in failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

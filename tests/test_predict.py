@@ -1,0 +1,152 @@
+"""predict: VOC palette masks and overlays from a SavedModel or a fixed-size TFLite model, images
+fitted around the TFLite size and mapped back, and bad files named and skipped."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from deeplab_family import predict
+from deeplab_family.data.augment import IMAGENET_MEAN_RGB
+from deeplab_family.data.palette import VOC_COLORMAP
+from tests import export_fixtures as ef
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return ef.exported(str(tmp_path_factory.getbasetemp() / "export_fixture"))
+
+
+@pytest.fixture(scope="module")
+def images(fx, tmp_path_factory):
+    """A val JPEG wider than the 65x65 TFLite input (shrunk) and a small PNG (padded)."""
+    folder = tmp_path_factory.mktemp("predict_images")
+    jpeg = fx["records"]["val_images"][0]
+    pixels = predict.read_image(jpeg)[1]
+    assert pixels.shape[1] > ef.TFLITE_SIZE[1]
+    small = folder / "small.png"
+    small.write_bytes(ef.encode(pixels[:40, :50], "PNG"))
+    return [jpeg, str(small)]
+
+
+def _read_mask(path):
+    image = Image.open(path)
+    assert image.mode == "P"
+    palette = np.array(image.getpalette(), np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(palette[:256], VOC_COLORMAP)
+    return np.array(image)
+
+
+def test_fit_to_size_pads_or_shrinks_and_restores():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    fitted, size = predict.fit_to_size(small, (65, 65))
+    assert fitted.shape == (65, 65, 3) and fitted.dtype == np.float32 and size == (30, 41)
+    np.testing.assert_array_equal(fitted[:30, :41], small)  # untouched: no resampling
+    np.testing.assert_allclose(fitted[30:, 0], np.broadcast_to(IMAGENET_MEAN_RGB, (35, 3)))
+    mask = rng.integers(0, 21, (65, 65)).astype(np.uint8)
+    np.testing.assert_array_equal(predict.restore_size(mask, size, (30, 41)), mask[:30, :41])
+
+    large = rng.integers(0, 256, (100, 260, 3), dtype=np.uint8)
+    fitted, size = predict.fit_to_size(large, (65, 65))
+    assert size == (25, 65)  # the aspect ratio is kept
+    restored = predict.restore_size(mask, size, (100, 260))
+    assert restored.shape == (100, 260)
+    # Nearest neighbour: every original pixel takes the class of the pixel it was shrunk into.
+    np.testing.assert_array_equal(restored[::4, ::4][:25, :65], mask[:25, :65])
+
+
+@pytest.mark.parametrize("kind", ["saved_model", "float16", "int8"])
+def test_predict_writes_voc_palette_masks_and_overlays(fx, images, tmp_path, kind):
+    model = fx["export_dir"] if kind == "saved_model" else fx["tflite"][kind]
+    out = tmp_path / "out"
+    assert predict.main(["--model", model, *images, "--output-dir", str(out)]) == 0
+    loaded = predict.load_predictor(model)
+    for path in images:
+        data, pixels = predict.read_image(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        mask = _read_mask(out / f"{stem}_mask.png")
+        assert mask.shape == pixels.shape[:2]
+        np.testing.assert_array_equal(mask, loaded.predict(data, pixels))
+        assert set(np.unique(mask)) <= {0, *ef.CLASSES}
+        overlay = np.array(Image.open(out / f"{stem}_overlay.png"))
+        assert overlay.shape == pixels.shape and overlay.dtype == np.uint8
+        background = mask == 0
+        np.testing.assert_array_equal(overlay[background], pixels[background])
+    if kind == "saved_model":
+        # An export dir resolves to its highest version; the mask is the signature's output.
+        assert loaded.path == predict.resolve_saved_model(fx["export_dir"])
+        serve = tf.saved_model.load(fx["saved_model"]).signatures["serving_default"]
+        want = serve(image_bytes=tf.constant([predict.read_image(images[0])[0]]))
+        stem = os.path.splitext(os.path.basename(images[0]))[0]
+        np.testing.assert_array_equal(_read_mask(out / f"{stem}_mask.png"),
+                                      want["semantic_predictions"][0].numpy())
+
+
+def test_tflite_masks_map_back_to_the_original_size(fx, images):
+    """Padding: the TFLite mask equals the model run on the padded input, cropped. Shrinking:
+    the mask of the shrunk image, resized back."""
+    predictor = predict.TFLitePredictor(fx["tflite"]["float32"])
+    for path in images:
+        _, pixels = predict.read_image(path)
+        fitted, size = predict.fit_to_size(pixels, predictor.size)
+        full = predictor.run(fitted[None])[0]
+        mask = predictor.predict(image=pixels)
+        assert mask.shape == pixels.shape[:2]
+        if size == pixels.shape[:2]:  # padded
+            np.testing.assert_array_equal(mask, full[: size[0], : size[1]])
+        else:  # shrunk: nearest-neighbour upsampling of the cropped mask
+            assert size[1] == predictor.size[1] and size[0] < predictor.size[0]
+            up = tf.image.resize(full[: size[0], : size[1], None], pixels.shape[:2],
+                                 method="nearest").numpy()[..., 0]
+            np.testing.assert_array_equal(mask, up)
+
+
+def test_missing_and_corrupt_files_are_named_and_skipped(fx, images, tmp_path):
+    missing = tmp_path / "missing.jpg"
+    truncated = tmp_path / "truncated.jpg"
+    good = predict.read_image(images[0])[0]
+    truncated.write_bytes(good[: len(good) // 3])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO,
+           "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, "-m", "deeplab_family.predict", "--model", fx["tflite"]["float32"],
+         str(missing), str(truncated), str(text), images[1], "--output-dir", str(out)],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert run.returncode == 1, run.stderr[-3000:]
+    err = run.stderr
+    assert f"predict: skipping {missing}: no such file" in err
+    assert f"predict: skipping {truncated} cannot be decoded" in err
+    assert f"predict: skipping {text} is not a JPEG or PNG file" in err
+    assert "1 of 4 images written" in err
+    # The good image after the bad ones was still done.
+    assert (out / "small_mask.png").exists() and (out / "small_overlay.png").exists()
+    assert sorted(os.listdir(out)) == ["small_mask.png", "small_overlay.png"]
+
+
+def test_saved_model_rejection_is_reported_per_file(fx, images, tmp_path, capsys):
+    """An image the SavedModel itself refuses is named and skipped, like a decoding failure."""
+
+    class Refusing(predict.SavedModelPredictor):
+        def predict(self, image_bytes, image=None):
+            raise tf.errors.InvalidArgumentError(None, None, "image_bytes[0] is bad")
+
+    predictor = Refusing(fx["saved_model"])
+    written, failed = predict.predict_files(predictor, images, str(tmp_path))
+    assert written == [] and [p for p, _ in failed] == images
+    assert f"predict: skipping {images[0]}: the model rejected it: image_bytes[0] is bad" in (
+        capsys.readouterr().err)
+
+
+def test_unloadable_model_is_an_error(tmp_path, capsys):
+    assert predict.main(["--model", str(tmp_path), "x.jpg", "--output-dir", str(tmp_path)]) == 2
+    assert "neither a SavedModel directory" in capsys.readouterr().err
