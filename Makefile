@@ -1,4 +1,4 @@
-# Two commands: `make test` (the suite) and `make demo` (comes with the training issue).
+# Two commands: `make test` (the suite) and `make demo` (synthetic data -> train -> evaluate).
 # The venv is rebuilt whenever the lock file (or the package metadata) is newer than it.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-from-lock
 PYTEST_ARGS ?=
 
-.PHONY: test venv clean
+.PHONY: test demo venv clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): requirements.lock setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
+
+# Each step is printed; everything goes under demo_output/ (see deeplab_family/demo.py).
+demo: $(STAMP)
+	$(PY) -m deeplab_family.demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

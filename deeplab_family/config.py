@@ -63,7 +63,8 @@ class TrainingConfig:
         freeze_bn: keep BN statistics and affine parameters fixed (DeepLabv3 stage 2 at OS8).
         sync_bn: synchronise BN across replicas; None = on whenever there is more than one.
         mixed_precision: None/"float32", "mixed_bfloat16" or "mixed_float16" (loss scaled).
-        jit_compile: XLA-compile each replica's step (GPU/TPU; TPUs always compile).
+        jit_compile: XLA-compile each replica's step (one device, or GPUs/TPUs; not several
+            logical CPUs).
         checkpoint_every: steps between checkpoints (one is always written at the end).
         keep_checkpoints: checkpoints kept.
         log_every: steps between scalar summaries / progress updates.

@@ -1,0 +1,560 @@
+"""One custom training loop for every `tf.distribute` strategy.
+
+`strategy.run` + `strategy.distribute_datasets_from_function`, the same code on one CPU, on the
+GPUs of one machine (MirroredStrategy), on many machines (MultiWorkerMirroredStrategy, where
+Keras `fit` fails: keras-team/keras#20585) and on TPUs. What each step does (DeepLabv3 Sec 4.1,
+Appendix A; PAN Sec 4):
+
+- the model's logits are at the input size, and the loss compares them with the untouched
+  labels; 255 is ignored; the loss is normalised by the valid pixels of the *global* batch, so it
+  is the same at any replica count (`losses.py`);
+- SGD with momentum and the poly learning rate (`schedules.py`), evaluated at the loop's own
+  step counter (it also counts the steps that mixed_float16 skips, so the schedule ends at
+  `training.steps` whatever happens);
+- BatchNorm statistics synchronised across replicas (`training.sync_bn`, by default on with more
+  than one replica), or frozen (`training.freeze_bn`, DeepLabv3's stage 2 at OS8);
+- mixed precision: the model is built under the dtype policy (its logits stay float32, so the
+  losses are float32); with mixed_float16 a `LossScaleOptimizer` scales the loss.
+
+Around the steps:
+
+- checkpoints (`tf.train.Checkpoint(model, optimizer, step)`, the contract of `checkpoints.py`)
+  every `checkpoint_every` steps and at the end, keeping `keep_checkpoints`. Starting again with
+  the same model dir resumes from the latest one: same step, learning rate and optimizer slots.
+  TensorFlow writes a checkpoint's files first and only then records it in the `checkpoint`
+  state file (atomically), so a write cut short leaves the previous checkpoint as the latest.
+- data position on resume: not restored exactly (that would put the shuffle buffer, up to
+  `shuffle_buffer` decoded images, into every checkpoint). The input pipeline is re-seeded from
+  (seed, step), so a resumed run sees a fresh shuffle instead of replaying the epoch's start:
+  the same position in expectation.
+- a NaN or Inf loss stops training with `TrainingDiverged` before anything else is written; the
+  last good checkpoint stays the latest.
+- a progress line (loss, lr, images/s, ETA), TensorBoard scalars every `log_every` steps and
+  images (input, ground truth, prediction in the VOC palette) every `image_summary_every` steps,
+  under `<model_dir>/train`.
+
+Example:
+
+>>> config = load_config("train_configs/tiny_deeplabv3_os16_synthetic.yaml")
+>>> result = train(config, "runs/tiny")   # strategy from config.runtime
+>>> result["step"], result["loss"]
+"""
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeplab_family.config import save_config
+from deeplab_family.data import palette
+from deeplab_family.data.pipeline import make_dataset
+from deeplab_family.models import build_model
+from deeplab_family.training import checkpoints
+from deeplab_family.training.losses import check_aux_weights, conv_kernels, replica_losses
+from deeplab_family.training.progress import ProgressBar
+from deeplab_family.training.schedules import PolyWithWarmup
+
+SUMMARY_SUBDIR = "train"
+MAX_SUMMARY_IMAGES = 3
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; nothing was written after the last good checkpoint."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Strategies
+
+
+def split_cpu(num_replicas):
+    """Splits the first CPU into `num_replicas` logical devices (before TensorFlow starts).
+
+    Returns the logical CPU names. If TensorFlow has already started with a split (the tests
+    split into two), that split is used when it has enough devices; otherwise a RuntimeError
+    says to set the split before anything else runs.
+    """
+    cpus = tf.config.list_physical_devices("CPU")
+    if num_replicas > 1:
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_replicas
+            )
+        except RuntimeError:
+            pass  # already initialised: check what we have below
+    names = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(names) < num_replicas:
+        raise RuntimeError(
+            f"runtime.cpu_replicas={num_replicas} but TensorFlow already started with "
+            f"{len(names)} logical CPU(s). Split the CPU before TensorFlow runs anything "
+            "(python -m deeplab_family.train --cpu-replicas N does)."
+        )
+    return names[:max(1, num_replicas)]
+
+
+def mirrored_strategy(devices=None):
+    """A MirroredStrategy whose collective keys no other strategy in this process uses.
+
+    Every MirroredStrategy numbers its collective groups and instances from the same start, and
+    the runtime remembers what it learnt about a key. A second strategy in the same process
+    (tests, notebooks, train-then-train-again) whose graphs differ then fails with "Shape
+    mismatch in the collective instance 100" (and knock-on kernel errors). Moving the key base
+    of each new strategy avoids that; one strategy per process is unaffected. (A TensorFlow
+    class attribute: this is the one piece of global state the loop touches besides seeds.)
+    """
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    strategy = tf.distribute.MirroredStrategy(devices)
+    # ... and past it, so that a plain MirroredStrategy made later does not share its keys.
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    return strategy
+
+
+def make_strategy(runtime):
+    """The `tf.distribute` strategy of a `config.RuntimeConfig`.
+
+    - "mirrored": every local GPU; without GPUs, `cpu_replicas` logical CPUs (one CPU when 0).
+      Call it before TensorFlow runs anything else: splitting the CPU must come first.
+    - "multi_worker": MultiWorkerMirroredStrategy; the cluster comes from `TF_CONFIG`.
+    - "tpu": TPUStrategy on `runtime.tpu` ("" = the local TPU or the one the environment names).
+    - "one_device": the first GPU, else the CPU.
+    """
+    name = runtime.strategy
+    # Physical, not logical: listing logical devices starts the runtime, after which neither
+    # the CPU split nor MultiWorkerMirroredStrategy's collectives can be configured.
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "mirrored":
+        if gpus:
+            return mirrored_strategy()
+        return mirrored_strategy(split_cpu(runtime.cpu_replicas))
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise RuntimeError(
+                "runtime.strategy=multi_worker needs TF_CONFIG, e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}} on the first machine'
+            )
+        # One replica per worker on CPUs (MultiWorkerMirroredStrategy uses one local CPU
+        # device): runtime.cpu_replicas applies to "mirrored" only.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    raise ValueError(f"unknown runtime.strategy {name!r}")
+
+
+def worker_role(strategy):
+    """(is_chief, "worker-1"-style name) of this process in a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True, "chief"
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type is None:
+        return True, "chief"
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return is_chief, f"{task_type}-{task_id}"
+
+
+def describe(strategy):
+    devices = list(strategy.extended.worker_devices)
+    name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"
+    return (
+        f"{name} with {strategy.num_replicas_in_sync} replica(s) "
+        f"({', '.join(d.split('/')[-1] if '/' in d else d for d in devices)} on this worker)"
+    )
+
+
+def set_global_determinism(seed, deterministic):
+    """Seeds Python, NumPy and TensorFlow; optionally makes TensorFlow ops deterministic.
+
+    Global state: called by the training entry points (`train`), never by library code.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def freeze_batch_norm(model):
+    """Makes every BatchNormalization layer non-trainable: moving statistics are used and kept,
+    gamma and beta are not updated (DeepLabv3 Sec 4.1, stage 2 at OS8). Returns the count."""
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            count += 1
+    return count
+
+
+def _mix(seed, step):
+    return (int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (1 << 31)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step
+
+
+class Trainer:
+    """The model, optimizer, step counter and distributed train step of one experiment.
+
+    Built under `strategy.scope()`. `train_step(images, labels)` takes distributed values (from
+    `distribute_dataset`) and returns the global loss terms as Python floats.
+
+    Args:
+        config: `config.ExperimentConfig`.
+        strategy: a `tf.distribute.Strategy`.
+    """
+
+    def __init__(self, config, strategy):
+        self.config = config
+        self.strategy = strategy
+        training = config.training
+        self.num_replicas = strategy.num_replicas_in_sync
+        self.sync_bn = (
+            training.sync_bn if training.sync_bn is not None else self.num_replicas > 1
+        )
+        backbone = dataclasses.replace(config.model.backbone, synchronized_bn=self.sync_bn)
+        self.model_config = dataclasses.replace(config.model, backbone=backbone)
+        policy = training.mixed_precision
+        self.policy = None if policy in (None, "float32") else policy
+        self.loss_scaling = self.policy == "mixed_float16"
+        self.ignore_label = config.train_data.ignore_label if config.train_data else 255
+        self.schedule = PolyWithWarmup.from_training_config(training)
+
+        with strategy.scope():
+            self.model = build_model(self.model_config, dtype=self.policy)
+            self.frozen_bn_layers = freeze_batch_norm(self.model) if training.freeze_bn else 0
+            self.step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            # The rate follows our step counter, not the optimizer's iterations: those stop
+            # counting on the steps that loss scaling skips.
+            optimizer = keras.optimizers.SGD(
+                learning_rate=lambda: self.schedule(self.step), momentum=training.momentum
+            )
+            if self.loss_scaling:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(self.model.trainable_variables)
+            self.optimizer = optimizer
+        self.aux_loss_weights = check_aux_weights(self.model.output.keys(),
+                                                  training.aux_loss_weights)
+        self.kernels = conv_kernels(self.model)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, step=self.step
+        )
+        replica_fn = self._replica_step
+        if training.jit_compile:
+            devices = " ".join(strategy.extended.worker_devices)
+            if self.num_replicas > 1 and "GPU" not in devices and "TPU" not in devices:
+                # XLA places the compiled step on one device and cannot reach the variables of
+                # the other logical CPUs ("Trying to access resource ... located in device").
+                raise ValueError(
+                    "training.jit_compile needs GPUs or TPUs when there are several replicas; "
+                    "on a CPU use runtime.strategy=one_device (or jit_compile=false)"
+                )
+            replica_fn = tf.function(replica_fn, jit_compile=True)
+        self._replica_fn = replica_fn
+        self._train_step = tf.function(self._distributed_step)
+        self._predict = tf.function(self._distributed_predict)
+
+    # -- one replica
+
+    def _replica_step(self, images, labels):
+        trainable = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            terms = replica_losses(
+                outputs,
+                labels,
+                aux_loss_weights=self.aux_loss_weights,
+                weight_decay=self.config.training.weight_decay,
+                kernels=self.kernels,
+                num_replicas=self.num_replicas,
+                ignore_label=self.ignore_label,
+            )
+            loss = terms["loss"]
+            if self.loss_scaling:
+                loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(loss, trainable)
+        if self.loss_scaling:
+            grads = _agree_on_finiteness(grads)
+        self.optimizer.apply_gradients(zip(grads, trainable))
+        return terms
+
+    # -- all replicas
+
+    def _distributed_step(self, images, labels):
+        learning_rate = self.schedule(self.step)
+        terms = self.strategy.run(self._replica_fn, args=(images, labels))
+        self.step.assign_add(1)
+        out = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+               for k, v in terms.items()}
+        out["learning_rate"] = learning_rate
+        if self.loss_scaling:
+            out["loss_scale"] = tf.identity(self.optimizer.dynamic_scale)
+        return out
+
+    def _distributed_predict(self, images):
+        def predict(x):
+            return tf.argmax(self.model(x, training=False)["logits"], axis=-1, output_type=tf.int32)
+
+        return self.strategy.run(predict, args=(images,))
+
+    def train_step(self, images, labels):
+        """One optimisation step on a distributed batch; the global loss terms as floats."""
+        return {k: float(v) for k, v in self._train_step(images, labels).items()}
+
+    def predict_first_replica(self, images):
+        """argmax predictions of the first local replica's images (for summaries)."""
+        predictions = self._predict(images)
+        return self.strategy.experimental_local_results(predictions)[0]
+
+    def distribute_dataset(self, input_config):
+        """`(images, labels)` batches of `input_config`, split across the replicas."""
+        if input_config.batch_size % self.num_replicas:
+            raise ValueError(
+                f"train_data.batch_size={input_config.batch_size} is the global batch and must "
+                f"be divisible by the {self.num_replicas} replicas"
+            )
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: make_dataset(input_config, context, training=True)
+        )
+
+
+def _agree_on_finiteness(grads):
+    """Poisons every replica's gradients when any replica's are not finite.
+
+    `LossScaleOptimizer` decides per replica whether to skip a step, on the replica's own
+    (not yet all-reduced) gradients; replicas that disagreed would diverge (or wait for each
+    other forever under MultiWorkerMirroredStrategy). One all-reduce of a flag makes them agree.
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+    context = tf.distribute.get_replica_context()
+    bad = tf.cast(tf.logical_not(finite), tf.float32)
+    if context is not None and context.num_replicas_in_sync > 1:
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
+    poison = tf.where(bad > 0, tf.constant(float("nan")), tf.constant(0.0))
+    return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def _summary_images(images, labels, predictions):
+    """uint8 (k, H, W, 3) input, ground truth and prediction images, in the VOC palette."""
+    images = np.clip(np.asarray(images)[:MAX_SUMMARY_IMAGES], 0, 255).astype(np.uint8)
+    labels = np.asarray(labels)[:MAX_SUMMARY_IMAGES].astype(np.int64)
+    predictions = np.asarray(predictions)[:MAX_SUMMARY_IMAGES].astype(np.int64)
+    colormap = palette.VOC_COLORMAP
+    # 255 keeps the VOC void colour; other labels wrap into the 256-entry map.
+    return images, palette.colorize(labels % 256, colormap), palette.colorize(predictions % 256,
+                                                                              colormap)
+
+
+def _restore(trainer, model_dir, progress):
+    """Resumes from the model dir, or initialises from training.init_checkpoint or the backbone
+    weights. Returns the step training starts at."""
+    config = trainer.config
+    latest = checkpoints.latest_checkpoint(model_dir)
+    if latest:
+        status = trainer.checkpoint.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise ValueError(
+                f"the checkpoint {latest} does not match this config's model and optimizer "
+                f"({e}); use a new --model-dir, or the config the checkpoint was trained with"
+            ) from None
+        step = int(trainer.step.numpy())
+        progress.message(f"resumed from {latest} at step {step}")
+        return step
+    if config.training.init_checkpoint:
+        prefix = checkpoints.restore_model(trainer.model, config.training.init_checkpoint)
+        progress.message(f"initialised the model from {prefix} (training.init_checkpoint)")
+    elif config.model.backbone_weights:
+        path = config.model.backbone_weights
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"model.backbone_weights: {path} does not exist. It is a keras.applications "
+                "ImageNet weights file (e.g. resnet101_weights_tf_dim_ordering_tf_kernels_notop"
+                ".h5), never downloaded by this package; download it once and pass its path."
+            )
+        from deeplab_family.backbones import import_keras_applications_weights
+
+        report = import_keras_applications_weights(trainer.model.get_layer("backbone"), path)
+        progress.message(
+            f"initialised {len(report['imported'])} backbone layers from {path}"
+            + (f"; {len(report['kept'])} kept their initialisation" if report["kept"] else "")
+        )
+    return 0
+
+
+def _check_same_step(trainer):
+    """Under multi-worker training every worker must resume at the same step."""
+    strategy = trainer.strategy
+    if strategy.num_replicas_in_sync == 1:
+        return
+    own = int(trainer.step.numpy())
+    per_replica = strategy.run(lambda: tf.cast(trainer.step.read_value(), tf.float64))
+    total = float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+    if total != own * strategy.num_replicas_in_sync:
+        raise RuntimeError(
+            f"this worker resumed at step {own} but the others did not (sum of the steps "
+            f"{total:g}): the model dir must be on storage that every worker sees"
+        )
+
+
+def train(config, model_dir, *, strategy=None, stream=None):
+    """Trains `config` into `model_dir`, resuming from its latest checkpoint if it has one.
+
+    An entry point: it seeds Python, NumPy and TensorFlow (`training.seed`) and, with
+    `training.deterministic`, turns on op determinism.
+
+    Args:
+        config: `config.ExperimentConfig`.
+        model_dir: str. Checkpoints go to `<model_dir>/checkpoints`, TensorBoard summaries to
+            `<model_dir>/train`, the resolved config to `<model_dir>/config.yaml`.
+        strategy: a `tf.distribute.Strategy`, or None for `make_strategy(config.runtime)`.
+        stream: where the progress goes (stdout).
+
+    Returns:
+        A dict: "step" (the last step), "loss" (the last step's loss, or None when there was
+        nothing to do), "steps_run", "checkpoint" (the latest prefix), "trainer".
+
+    Raises:
+        TrainingDiverged: the loss became NaN or Inf (nothing written after the last good
+            checkpoint).
+    """
+    training = config.training
+    strategy = strategy or make_strategy(config.runtime)  # first: it may split the CPU
+    set_global_determinism(training.seed, training.deterministic)
+    is_chief, role = worker_role(strategy)
+    progress = ProgressBar(training.steps, every=training.log_every, stream=stream)
+    if config.train_data is None or not config.train_data.file_pattern:
+        raise ValueError("train_data.file_pattern is empty: say which TFRecord shards to train on")
+
+    trainer = Trainer(config, strategy)
+    resolved_training = dataclasses.replace(training, sync_bn=trainer.sync_bn)
+    resolved = dataclasses.replace(config, model=trainer.model_config, training=resolved_training)
+    if is_chief:
+        path = save_config(resolved, model_dir)
+        progress.message(f"config written to {path}")
+    progress.message(
+        f"strategy: {describe(strategy)}; sync BN {'on' if trainer.sync_bn else 'off'}"
+        + (f"; {trainer.frozen_bn_layers} BN layers frozen" if trainer.frozen_bn_layers else "")
+        + (f"; {trainer.policy}" if trainer.policy else "")
+    )
+
+    # Non-chief workers must take part in saving (the variables may need collectives) but
+    # write to a scratch directory that is deleted at once (TF's multi-worker recipe).
+    write_dir = checkpoints.checkpoint_dir(model_dir)
+    if not is_chief:
+        write_dir = tempfile.mkdtemp(prefix=f"deeplab-{role}-")
+    manager = tf.train.CheckpointManager(
+        trainer.checkpoint, write_dir, max_to_keep=training.keep_checkpoints if is_chief else 1
+    )
+
+    start = _restore(trainer, model_dir, progress)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _check_same_step(trainer)
+    if start >= training.steps:
+        progress.message(f"already trained: step {start} >= training.steps={training.steps}")
+        return {"step": start, "loss": None, "steps_run": 0,
+                "checkpoint": checkpoints.latest_checkpoint(model_dir), "trainer": trainer}
+
+    base_seed = config.train_data.seed if config.train_data.seed is not None else training.seed
+    input_config = dataclasses.replace(
+        config.train_data,
+        seed=_mix(base_seed, start),
+        deterministic=config.train_data.deterministic or training.deterministic,
+    )
+    iterator = iter(trainer.distribute_dataset(input_config))
+
+    writer = (
+        tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_SUBDIR))
+        if is_chief else tf.summary.create_noop_writer()
+    )
+    global_batch = input_config.batch_size
+    step = start
+    terms = {}
+    window_start, window_steps, images_per_sec, eta = None, 0, None, None
+    try:
+        with writer.as_default():
+            while step < training.steps:
+                images, labels = next(iterator)
+                terms = trainer.train_step(images, labels)
+                step += 1
+                loss = terms["loss"]
+                if not math.isfinite(loss):
+                    good = checkpoints.latest_checkpoint(model_dir)
+                    raise TrainingDiverged(
+                        f"the loss is {loss} at step {step} (cross-entropy "
+                        f"{terms['cross_entropy']}, learning rate {terms['learning_rate']:.3g}); "
+                        f"training stopped without writing a checkpoint. The last good "
+                        f"checkpoint is {good or 'none (no checkpoint was written yet)'}. "
+                        "Lower training.learning_rate, add training.warmup_steps, or check the "
+                        "data (labels must be in 0..num_classes-1 or 255)."
+                    )
+                # Throughput over a window that starts after the first (tracing) step.
+                now = time.monotonic()
+                if window_start is None:
+                    window_start, window_steps = now, 0
+                else:
+                    window_steps += 1
+                    elapsed = now - window_start
+                    if elapsed > 0:
+                        images_per_sec = window_steps * global_batch / elapsed
+                        eta = (training.steps - step) * elapsed / window_steps
+                    if window_steps >= 50:  # a sliding-ish window: recent speed, not the mean
+                        window_start, window_steps = now, 0
+                progress.update(step, loss, terms["learning_rate"], images_per_sec, eta,
+                                final=step == training.steps)
+                if step % training.log_every == 0 or step == training.steps:
+                    for name, value in terms.items():
+                        if name != "valid_pixels":
+                            tf.summary.scalar(f"loss/{name}" if name not in (
+                                "learning_rate", "loss_scale") else name, value, step=step)
+                    if images_per_sec:
+                        tf.summary.scalar("images_per_sec", images_per_sec, step=step)
+                every = training.image_summary_every
+                if every and (step % every == 0 or step == 1):
+                    predictions = trainer.predict_first_replica(images)
+                    local = strategy.experimental_local_results
+                    shown = _summary_images(local(images)[0], local(labels)[0], predictions)
+                    for name, value in zip(("input", "ground_truth", "prediction"), shown):
+                        tf.summary.image(f"images/{name}", value, step=step,
+                                         max_outputs=MAX_SUMMARY_IMAGES)
+                if step % training.checkpoint_every == 0 or step == training.steps:
+                    manager.save(checkpoint_number=step)
+                    if not is_chief:
+                        shutil.rmtree(write_dir, ignore_errors=True)
+                    else:
+                        progress.message(f"checkpoint {manager.latest_checkpoint}")
+                writer.flush()
+    finally:
+        writer.close()
+        if not is_chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+    return {
+        "step": step,
+        "loss": terms.get("loss"),
+        "steps_run": step - start,
+        "checkpoint": checkpoints.latest_checkpoint(model_dir),
+        "trainer": trainer,
+    }
+

@@ -1,0 +1,65 @@
+"""The progress line of `train`: step, bar, loss, learning rate, images/s and ETA."""
+
+import math
+import sys
+import time
+
+
+def format_duration(seconds):
+    """`1:02:03` / `2:03` for a number of seconds (`?` when unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressBar:
+    """Prints `step 120/30000 [==>   ] loss 0.5321 lr 6.98e-03 12.3 img/s ETA 1:23:45`.
+
+    On a terminal the line is redrawn in place (at most 10 times a second); otherwise (logs,
+    pipes, CI) one line is printed every `every` steps and at the end.
+
+    Args:
+        total: int. The last step.
+        every: int. Steps between printed lines when the stream is not a terminal.
+        stream: where to write (stdout).
+        width: int. Characters of the bar.
+    """
+
+    def __init__(self, total, every=10, stream=None, width=24):
+        self.total = total
+        self.every = max(1, every)
+        self.stream = stream or sys.stdout
+        self.width = width
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_draw = 0.0
+
+    def line(self, step, loss, learning_rate, images_per_sec=None, eta=None):
+        filled = int(self.width * step / self.total) if self.total else self.width
+        bar = "=" * max(0, filled - 1) + (">" if filled < self.width else "=") if filled else ""
+        rate = f"{images_per_sec:.1f} img/s" if images_per_sec else "- img/s"
+        return (
+            f"step {step}/{self.total} [{bar:<{self.width}}] loss {loss:.4f} "
+            f"lr {learning_rate:.2e} {rate} ETA {format_duration(eta)}"
+        )
+
+    def update(self, step, loss, learning_rate, images_per_sec=None, eta=None, final=False):
+        now = time.monotonic()
+        if self.interactive:
+            if final or now - self._last_draw >= 0.1:
+                end = "\n" if final else ""
+                text = self.line(step, loss, learning_rate, images_per_sec, eta)
+                self.stream.write(f"\r{text}\033[K{end}")
+                self.stream.flush()
+                self._last_draw = now
+        elif final or step % self.every == 0:
+            self.stream.write(self.line(step, loss, learning_rate, images_per_sec, eta) + "\n")
+            self.stream.flush()
+
+    def message(self, text):
+        """A line of its own (a checkpoint, a warning) that does not garble the bar."""
+        prefix = "\r\033[K" if self.interactive else ""
+        self.stream.write(f"{prefix}{text}\n")
+        self.stream.flush()

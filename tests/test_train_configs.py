@@ -1,0 +1,95 @@
+"""train_configs/: every YAML loads, is named by its geometry, cites its source, and holds the
+papers' numbers (one source of truth for them)."""
+
+import glob
+import os
+import re
+
+import pytest
+
+from deeplab_family.config import load_config
+from deeplab_family.models.registry import head_config
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "train_configs")
+CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
+NAME = re.compile(r"^(tiny_)?(?P<model>[a-z0-9_]+?)_(?P<backbone>r101deep|r101|x101)?_?"
+                  r"os(?P<os>8|16|32)_(?P<dataset>[a-z_]+)(_t3r\d[a-z_]*)?\.yaml$")
+
+
+def _load(name):
+    return load_config(os.path.join(CONFIG_DIR, name))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_loads_is_named_by_its_geometry_and_cites_its_source(path):
+    config = load_config(path)
+    head_config(config.model)  # the head options are valid for the model
+    name = os.path.basename(path)
+    match = NAME.match(name)
+    assert match, f"{name} is not {{model}}_{{backbone}}_os{{N}}_{{dataset}}.yaml"
+    assert int(match["os"]) == config.model.backbone.output_stride
+    assert name.replace("tiny_", "").startswith(config.model.name)
+    with open(path) as f:
+        header = f.read().split("\n\n")[0]
+    assert header.startswith("#") and (re.search(r"Sec|Table|Appendix", header)
+                                       or name.startswith("tiny_"))
+    if config.model.name == "exfuse" and config.model.head.get("ecre") in ("ecre",):
+        assert config.training.aux_loss_weights == {"aux_ecre": 1.0}
+    else:
+        assert config.training.aux_loss_weights == {}
+
+
+def test_deeplabv3_protocol():
+    stage1 = _load("deeplabv3_r101_os16_voc_trainaug.yaml")
+    assert stage1.model.backbone.depth == 101 and stage1.model.backbone.multi_grid == (1, 2, 4)
+    assert stage1.model.head == {"image_pooling": True, "aspp_filters": 256}
+    assert stage1.train_data.crop_size == (513, 513) and stage1.train_data.batch_size == 16
+    assert (stage1.train_data.min_scale, stage1.train_data.max_scale) == (0.5, 2.0)
+    t = stage1.training
+    assert (t.learning_rate, t.steps, t.poly_power, t.momentum, t.weight_decay) == (
+        0.007, 30000, 0.9, 0.9, 1e-4)
+    assert stage1.model.backbone.norm_momentum == 0.9997 and not t.freeze_bn
+    assert stage1.evaluation.output_stride == 8 and stage1.evaluation.flip
+    assert stage1.evaluation.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+    stage2 = _load("deeplabv3_r101_os8_voc_trainval.yaml")
+    assert stage2.model.backbone.output_stride == 8 and stage2.training.freeze_bn
+    assert stage2.training.learning_rate == 0.001 and stage2.training.steps == 30000
+    assert "trainval" in stage2.train_data.file_pattern and stage2.training.init_checkpoint
+
+    cascade = _load("deeplabv3_cascade_r101_os16_voc_trainaug.yaml")
+    assert cascade.model.backbone.cascade_blocks == 3
+    assert cascade.model.backbone.multi_grid == (1, 2, 1)
+
+    city = _load("deeplabv3_r101_os16_cityscapes.yaml")
+    assert city.train_data.crop_size == (769, 769) and city.training.steps == 90000
+    assert city.model.num_classes == 19 and city.evaluation.dataset == "cityscapes"
+
+
+def test_pan_protocol():
+    voc = _load("pan_r101deep_os16_voc_trainaug.yaml")
+    assert voc.model.backbone.stem == "deep" and voc.model.backbone.output_stride == 16
+    assert voc.training.learning_rate == 0.004 and voc.train_data.batch_size == 16
+    assert voc.training.weight_decay == 1e-4 and voc.train_data.crop_size == (512, 512)
+    assert _load("pan_r101deep_os16_cityscapes.yaml").train_data.crop_size == (768, 768)
+
+
+def test_exfuse_table3_rows():
+    rows = {
+        "gcn_x101_os32_voc_trainaug.yaml": None,
+        "exfuse_x101_os32_voc_trainaug_t3r2_ss.yaml": (True, False, False, "off", False),
+        "exfuse_x101_os32_voc_trainaug_t3r3_ss_lr.yaml": (True, True, False, "off", False),
+        "exfuse_x101_os32_voc_trainaug_t3r4_ss_lr_ecre.yaml": (True, True, False, "ecre", False),
+        "exfuse_x101_os32_voc_trainaug_t3r5_ss_lr_seb.yaml": (True, True, True, "off", False),
+        "exfuse_x101_os32_voc_trainaug_t3r6_ss_lr_seb_dap.yaml": (True, True, True, "off", True),
+        "exfuse_x101_os32_voc_trainaug.yaml": (True, True, True, "ecre", True),
+    }
+    for name, switches in rows.items():
+        config = _load(name)
+        assert config.model.backbone.groups == 32 and config.train_data.crop_size == (512, 512)
+        if switches is None:
+            assert config.model.name == "gcn"
+            continue
+        head = head_config(config.model)
+        assert (head.ss, head.lr, head.seb, head.ecre, head.dap) == switches, name
