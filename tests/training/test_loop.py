@@ -163,3 +163,29 @@ def test_batch_must_split_across_replicas(shards):
     trainer = loop.Trainer(config, loop.mirrored_strategy(devices))
     with pytest.raises(ValueError, match="batch_size=3 is the global batch.*2 replicas"):
         trainer.distribute_dataset(config.train_data)
+
+
+def test_fresh_runs_start_from_the_backbone_weights_file(shards, model_dir, tmp_path):
+    """`model.backbone_weights`: a keras.applications ResNet-50 file goes through the importer
+    into the backbone of a fresh run (and a missing file is a clear error)."""
+    from deeplab_family.backbones import keras_applications_resnet
+
+    source = keras_applications_resnet(50)
+    kernel = source.get_layer("conv1_conv").kernel
+    kernel.assign(np.random.default_rng(0).standard_normal(kernel.shape).astype("float32"))
+    path = str(tmp_path / "resnet50_notop.weights.h5")
+    source.save_weights(path)
+    base = [ONE_DEVICE, "model.backbone={depth: 50, output_stride: 16}"]
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    trainer = loop.Trainer(tiny_config(shards, *base, f"model.backbone_weights={path}"), strategy)
+    out = io.StringIO()
+    assert loop._restore(trainer, model_dir, ProgressBar(1, stream=out)) == 0
+    assert "initialised 53 backbone layers from" in out.getvalue()
+    stem = trainer.model.get_layer("backbone").get_layer("stem_conv1").conv.kernel
+    np.testing.assert_array_equal(np.asarray(stem), np.asarray(kernel))
+
+    missing = tiny_config(shards, *base, "model.backbone_weights=nowhere/resnet50.h5")
+    with pytest.raises(FileNotFoundError, match="nowhere/resnet50.h5 does not exist.*never "
+                                                "downloaded"):
+        loop._restore(loop.Trainer(missing, strategy), model_dir,
+                      ProgressBar(1, stream=io.StringIO()))
