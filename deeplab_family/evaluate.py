@@ -89,39 +89,28 @@ def make_predictor(model, scales=(1.0,), flip=False):
     `image`: float32 `(1, H, W, 3)`, any H and W (one trace for every size). For each scale the
     image is bilinearly resized to `round(scale * size)`, the model's softmax probabilities are
     resized back to (H, W) and added up (and those of the left-right flipped image, flipped
-    back, with `flip`); the result is their argmax (the sum has the argmax of the mean). With
+    back, with `flip`); the result is the argmax of their mean
+    (`inference.multi_scale_probabilities`, which the exported SavedModel uses too). With
     the single view "scale 1.0, no flip", the argmax of the logits: the same class map as
     the argmax of the softmax, without the float ties that softmax could create.
     """
     import tensorflow as tf
 
+    from deeplab_family.inference import multi_scale_probabilities
+
     scales = tuple(float(s) for s in scales)
     single = scales == (1.0,) and not flip
 
-    def logits_at(image, scale, size):
-        if scale == 1.0:
-            return model(image, training=False)["logits"]
-        scaled = tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32)
-        resized = tf.image.resize(image, tf.maximum(scaled, 1), method="bilinear")
-        return model(resized, training=False)["logits"]
+    def logits(x):
+        return model(x, training=False)["logits"]
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
                  reduce_retracing=True)
     def predict(image):
-        size = tf.shape(image)[1:3]
         if single:
-            return tf.argmax(logits_at(image, 1.0, size), axis=-1, output_type=tf.int32)
-        total = None
-        for scale in scales:
-            views = [(image, False)] + ([(tf.reverse(image, axis=[2]), True)] if flip else [])
-            for view, flipped in views:
-                probs = tf.nn.softmax(tf.cast(logits_at(view, scale, size), tf.float32), axis=-1)
-                if scale != 1.0:
-                    probs = tf.image.resize(probs, size, method="bilinear")
-                if flipped:
-                    probs = tf.reverse(probs, axis=[2])
-                total = probs if total is None else total + probs
-        return tf.argmax(total, axis=-1, output_type=tf.int32)
+            return tf.argmax(logits(image), axis=-1, output_type=tf.int32)
+        probs = multi_scale_probabilities(logits, image, scales, flip)
+        return tf.argmax(probs, axis=-1, output_type=tf.int32)
 
     return predict
 

@@ -75,6 +75,7 @@ import tensorflow as tf
 
 from deeplab_family import config as config_lib
 from deeplab_family.data import schema
+from deeplab_family.inference import multi_scale_probabilities
 from deeplab_family.models import build_model
 from deeplab_family.training.checkpoints import restore_model
 
@@ -86,48 +87,8 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------
-# Inference inside the SavedModel
-
-
-def scaled_size(size, scale):
-    """`round(scale * size)`, at least 1: the size of one scale of multi-scale inference."""
-    scaled = tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32)
-    return tf.maximum(scaled, 1)
-
-
-def multi_scale_probabilities(logits_fn, images, scales=(1.0,), flip=False):
-    """Softmax probabilities averaged over scales and (optionally) left-right flips.
-
-    Args:
-        logits_fn: float32 images `(B, h, w, 3)` -> logits `(B, h, w, C)` at the input size.
-        images: float32 `(B, H, W, 3)`, RGB 0..255.
-        scales: input scales (1.0 alone = single scale).
-        flip: also average the mirrored input of every scale.
-
-    Returns:
-        float32 `(B, H, W, C)`. For each scale the images are resized (bilinear) to
-        `round(scale * size)`, and the softmax probabilities resized back to `(H, W)`: the
-        same views and the same averaging as `evaluate` (DeepLabv3 Sec 4.3), so that the
-        SavedModel reproduces the evaluated mIoU.
-    """
-    size = tf.shape(images)[1:3]
-    total = None
-    count = 0
-    for scale in scales:
-        if scale == 1.0:
-            scaled = images
-        else:
-            scaled = tf.image.resize(images, scaled_size(size, scale), method="bilinear")
-        for mirrored in (False, True) if flip else (False,):
-            x = tf.reverse(scaled, axis=[2]) if mirrored else scaled
-            probs = tf.nn.softmax(tf.cast(logits_fn(x), tf.float32), axis=-1)
-            if scale != 1.0:
-                probs = tf.image.resize(probs, size, method="bilinear")
-            if mirrored:
-                probs = tf.reverse(probs, axis=[2])
-            total = probs if total is None else total + probs
-            count += 1
-    return total if count == 1 else total / float(count)
+# Inference inside the SavedModel: multi-scale + flip is `inference.multi_scale_probabilities`,
+# shared with `evaluate`, so that the SavedModel reproduces the evaluated mIoU.
 
 
 def _decode_one(image_bytes, index):

@@ -17,7 +17,7 @@ import numpy as np
 
 from deeplab_family.data import classes
 from tfrecords_tools import writer
-from tfrecords_tools.voc import add_common_arguments, print_summary, split_parser
+from tfrecords_tools.voc import add_common_arguments, run_build, split_parser
 from tfrecords_tools.writer import BuildError, ExampleSource, InvalidExampleError
 
 SPLITS = ("train", "val")
@@ -127,21 +127,7 @@ def main(argv=None):
     )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        manifests = build(
-            args.cityscapes_root,
-            args.splits,
-            args.output_dir,
-            num_shards=args.num_shards,
-            num_workers=args.num_workers,
-            skip_invalid=args.skip_invalid,
-            progress=not args.no_progress,
-        )
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print_summary(manifests, args.output_dir)
-    return 0
+    return run_build(build, args, args.cityscapes_root)
 
 
 if __name__ == "__main__":

@@ -396,6 +396,27 @@ def print_summary(manifests, output_dir):
         )
 
 
+def run_build(build_fn, args, root, **options):
+    """Runs `build_fn(root, splits, output_dir, ...)` with the common CLI options of
+    `add_common_arguments`; prints the summary, or the error; returns the exit code."""
+    try:
+        manifests = build_fn(
+            root,
+            args.splits,
+            args.output_dir,
+            num_shards=args.num_shards,
+            num_workers=args.num_workers,
+            skip_invalid=args.skip_invalid,
+            progress=not args.no_progress,
+            **options,
+        )
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print_summary(manifests, args.output_dir)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_tools.voc",
@@ -414,23 +435,9 @@ def main(argv=None):
     )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        manifests = build(
-            args.voc_root,
-            args.splits,
-            args.output_dir,
-            sbd_root=args.sbd_root,
-            voc_label_dir=args.voc_label_dir,
-            num_shards=args.num_shards,
-            num_workers=args.num_workers,
-            skip_invalid=args.skip_invalid,
-            progress=not args.no_progress,
-        )
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print_summary(manifests, args.output_dir)
-    return 0
+    return run_build(
+        build, args, args.voc_root, sbd_root=args.sbd_root, voc_label_dir=args.voc_label_dir
+    )
 
 
 if __name__ == "__main__":
