@@ -1,4 +1,5 @@
-# Two commands: `make test` (the suite) and `make demo` (synthetic data -> train -> evaluate).
+# Two commands: `make test` (the suite) and `make demo` (synthetic data -> train -> evaluate ->
+# export -> predict).
 # The venv is rebuilt whenever the lock file (or the package metadata) is newer than it.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

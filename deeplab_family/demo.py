@@ -8,7 +8,11 @@
 4. a small DeepLabv3 trained under MirroredStrategy with 2 CPU replicas (`deeplab_family.train`,
    `train_configs/tiny_deeplabv3_os16_synthetic.yaml`);
 5. evaluation at output stride 8 with flip (`deeplab_family.evaluate`);
-6. the mIoU.
+6. export: a SavedModel in the TF Serving layout plus float16 and int8 TFLite models
+   (`deeplab_family.export`, int8 calibrated on training images);
+7-9. prediction on two validation images with each exported model (`deeplab_family.predict`),
+   which writes VOC palette masks and overlays;
+10. the mIoU and where the overlays are.
 
 Every step is the command a user would type, run in a child process and printed first.
 Everything goes under `demo_output/` (removed at the start, so each run starts from nothing).
@@ -46,6 +50,14 @@ def _run(step, total, title, args, capture=False):
     return proc.stdout if capture else None
 
 
+def _val_images(synthetic, count):
+    """The first `count` JPEGs listed in the synthetic layout's VOC val.txt."""
+    voc = os.path.join(synthetic, "VOCdevkit", "VOC2012")
+    with open(os.path.join(voc, "ImageSets", "Segmentation", "val.txt")) as f:
+        ids = [line.strip() for line in f if line.strip()][:count]
+    return [os.path.join(voc, "JPEGImages", f"{i}.jpg") for i in ids]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m deeplab_family.demo",
                                      description=__doc__.split("\n\n")[0])
@@ -54,12 +66,14 @@ def main(argv=None):
     parser.add_argument("--num-val", type=int, default=50)
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps (default: the tiny config's)")
+    parser.add_argument("--calibration-images", type=int, default=32,
+                        help="training images for the int8 calibration")
     args = parser.parse_args(argv)
 
     start = time.monotonic()
     out = args.output_dir
     py = sys.executable
-    total = 6
+    total = 10
     print(f"[1/{total}] virtual environment: {os.path.dirname(os.path.dirname(py))} "
           f"(Python {sys.version.split()[0]}; `make` builds it from requirements.lock)")
     if os.path.exists(out):
@@ -90,13 +104,36 @@ def main(argv=None):
                        capture=True)
     report = json.loads(report_line.strip().splitlines()[-1])
 
-    # ---- Export steps (the Export issue) go here: SavedModel + TFLite from `model_dir`, then
-    # ---- `python -m deeplab_family.predict` on a val image. Renumber `total` when adding them.
+    export_line = _run(6, total, "export: SavedModel (TF Serving layout) + float16 and int8 TFLite",
+                       [py, "-m", "deeplab_family.export", "--config", CONFIG,
+                        "--model-dir", model_dir, "--export-dir", os.path.join(out, "export"),
+                        "--tflite", "float16,int8",
+                        "--set", f"export.representative_samples={args.calibration_images}",
+                        *data],
+                       capture=True)
+    exported = json.loads(export_line.strip().splitlines()[-1])
+    images = _val_images(synthetic, 2)
+    overlays = {}
+    variants = [("saved_model", exported["saved_model"]),
+                ("tflite_float16", exported["tflite"]["float16"]),
+                ("tflite_int8", exported["tflite"]["int8"])]
+    for step, (name, path) in enumerate(variants, start=7):
+        target = os.path.join(out, "predict", name)
+        _run(step, total, f"predict on {len(images)} val images with the {name} export",
+             [py, "-m", "deeplab_family.predict", "--model", path, *images,
+              "--output-dir", target])
+        overlays[name] = sorted(os.path.join(target, f) for f in os.listdir(target)
+                                if f.endswith("_overlay.png"))
 
-    print(f"\n[6/{total}] result")
+    print(f"\n[10/{total}] result")
     print(f"val mIoU {report['miou']:.4f} (pixel accuracy {report['pixel_accuracy']:.4f}) on "
           f"{report['num_images']} images at output stride {report['output_stride']} with flip; "
           f"details in {report['results_file']}")
+    print(f"exports in {os.path.dirname(exported['saved_model'])}/ "
+          f"(TF Serving: docs/serving.md); overlays:")
+    for name, paths in overlays.items():
+        for path in paths:
+            print(f"  {name:15s} {path}")
     print(f"demo finished in {time.monotonic() - start:.0f} s")
     return 0
 
