@@ -115,6 +115,75 @@ def make_predictor(model, scales=(1.0,), flip=False):
     return predict
 
 
+def expected_count(file_pattern):
+    """The number of examples in the shards `file_pattern` matches, from their manifests.
+
+    The TFRecord builders write `<split>-manifest.json` beside the shards with each shard's
+    count. None when a matched file is in no manifest (shards from another tool): the progress
+    display then shows a count without a total.
+    """
+    import glob
+
+    files = sorted(glob.glob(file_pattern))
+    if not files:
+        return None
+    counts = {}
+    for directory in {os.path.dirname(f) for f in files}:
+        for manifest in glob.glob(os.path.join(directory, "*-manifest.json")):
+            try:
+                with open(manifest) as f:
+                    shards = json.load(f).get("shards", [])
+                for shard in shards:
+                    counts[os.path.join(directory, shard["file"])] = int(shard["count"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # unreadable or foreign JSON: no total, never an error
+    if not all(f in counts for f in files):
+        return None
+    return sum(counts[f] for f in files)
+
+
+class EvalProgress:
+    """`evaluate 120/1449 [==>     ] mIoU 0.7312 4.1 img/s ETA 5:24` on stderr.
+
+    Redrawn in place on a terminal (at most 5 times a second); in logs, one line every `every`
+    images and at the end. The running mIoU is over the images seen so far.
+    """
+
+    def __init__(self, total, stream, every=50, width=24):
+        self.total = total
+        self.stream = stream
+        self.every = every
+        self.width = width
+        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.start = time.monotonic()
+        self._last_draw = 0.0
+
+    def update(self, count, miou, final=False):
+        now = time.monotonic()
+        if self.interactive:
+            if not final and now - self._last_draw < 0.2:
+                return
+        elif not final and count % self.every:
+            return
+        self._last_draw = now
+        from deeplab_family.training.progress import format_duration
+
+        rate = count / max(now - self.start, 1e-9)
+        if self.total:
+            filled = min(self.width, int(self.width * count / self.total))
+            bar = "=" * filled + (">" if filled < self.width else "")
+            head = f"evaluate {count}/{self.total} [{bar:<{self.width}}]"
+            eta = f" ETA {format_duration((self.total - count) / rate)}" if not final else ""
+        else:
+            head, eta = f"evaluate {count}", ""
+        text = f"{head} mIoU {miou:.4f} {rate:.1f} img/s{eta}"
+        if self.interactive:
+            self.stream.write("\r" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
 def result_filename(output_stride, scales, flip):
     joined = "-".join(f"{s:g}" for s in scales)
     return f"eval_os{output_stride}_scales{joined}{'_flip' if flip else ''}.json"
@@ -166,16 +235,19 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
     dataset = make_dataset(input_config, training=False)
     predict = make_predictor(model, scales, flip)
     matrix = StreamingConfusionMatrix(config.model.num_classes, input_config.ignore_label)
+    total = expected_count(input_config.file_pattern)
+    if max_images:
+        total = min(total, max_images) if total else max_images
+    progress = EvalProgress(total, stream)
     start = time.monotonic()
     count = 0
     for images, labels in dataset:
         matrix.update(labels, predict(images))
         count += 1
-        if count % 50 == 0:
-            rate = count / (time.monotonic() - start)
-            print(f"evaluated {count} images ({rate:.1f} img/s)", file=stream)
+        progress.update(count, matrix.miou())
         if max_images and count >= max_images:
             break
+    progress.update(count, matrix.miou() if count else float("nan"), final=True)
     names = class_names(evaluation.dataset, config.model.num_classes)
     scores = matrix.result(names)
     report = {

@@ -159,3 +159,39 @@ def test_no_checkpoint_is_a_clear_error(shards, tmp_path, capsys):
                           *_sets(shards)])
     assert code == 1
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_expected_count_reads_the_builders_manifests(shards, tmp_path):
+    # The val shards hold the 6 val images of the synthetic layout (see build_synthetic_shards).
+    assert evaluate.expected_count(shards["val"]) == 6 == len(_images(shards))
+    assert evaluate.expected_count(str(tmp_path / "none-*.tfrecord")) is None
+    # Shards from another tool (no manifest entry): no total, and no error.
+    foreign = tmp_path / "other-00000-of-00001.tfrecord"
+    foreign.write_bytes(b"")
+    (tmp_path / "junk-manifest.json").write_text("[1, 2]")
+    assert evaluate.expected_count(str(tmp_path / "*.tfrecord")) is None
+
+
+def test_evaluation_progress_lines_in_logs(shards, tmp_path):
+    """Not a terminal: one line every `every` images and a final line, with count/total,
+    running mIoU and speed."""
+    import io
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, {"logits": keras.layers.Conv2D(21, 1)(inputs)})
+    stream = io.StringIO()
+    report = evaluate.evaluate(tiny_config(shards), str(tmp_path), model=model, flip=False,
+                               stream=stream)
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("evaluate ")]
+    assert len(lines) == 1  # 6 images < every=50: the final line only
+    assert lines[0].startswith("evaluate 6/6 [") and "img/s" in lines[0]
+    assert f"mIoU {report['miou']:.4f}" in lines[0]
+
+    progress = evaluate.EvalProgress(120, io.StringIO(), every=50)
+    for count in range(1, 121):
+        progress.update(count, 0.5)
+    progress.update(120, 0.5, final=True)
+    text = progress.stream.getvalue().splitlines()
+    assert [t.split(" [")[0] for t in text] == ["evaluate 50/120", "evaluate 100/120",
+                                                "evaluate 120/120"]
+    assert "ETA" in text[0] and "ETA" not in text[-1]

@@ -39,6 +39,7 @@ def test_streamed_miou_equals_numpy_on_the_same_predictions():
     miou, accuracy = _np_scores(labels, predictions, 6)
     result = matrix.result()
     np.testing.assert_allclose(result["miou"], miou, rtol=1e-12)
+    np.testing.assert_allclose(matrix.miou(), miou, rtol=1e-12)  # the progress line's figure
     np.testing.assert_allclose(result["pixel_accuracy"], accuracy, rtol=1e-12)
     assert result["num_pixels"] == int((labels != 255).sum())
 
@@ -51,6 +52,7 @@ def test_255_never_counts():
     void = np.full_like(labels, 255)
     empty = StreamingConfusionMatrix(6).update(void, predictions).result()
     assert empty["num_pixels"] == 0 and np.isnan(empty["miou"])
+    assert np.isnan(StreamingConfusionMatrix(6).update(void, predictions).miou())
 
 
 def test_absent_classes_have_no_iou_and_stay_out_of_the_mean():

@@ -1,0 +1,89 @@
+"""Evaluation memory: resident memory image after image, multi-scale + flip, varied sizes.
+
+`deeplab_family.evaluate` runs one image at a time through one traced function with dynamic
+height and width (`evaluate.make_predictor`), so memory should level off after the first
+images and stay flat however many images follow, at any scale. This script measures it: it
+feeds `--images` random images of VOC-like sizes (500x375, 375x500, 500x333, 333x500, 500x281,
+486x500, ... cycling, so every image size differs from the previous) through the predictor at
+`--output-stride` with `--scales` and flip, and prints the process's resident memory
+(/proc/self/statm) after chosen images, the peak (ru_maxrss), and the growth between the
+`--settle`-th image and the last. Random weights: memory does not depend on them.
+
+    .venv/bin/python benchmarks/eval_memory.py                       # tiny model, 60 images
+    .venv/bin/python benchmarks/eval_memory.py --model r101 --images 8 --output-stride 16
+
+A growth of a few MiB over many images is allocator noise; a leak or a retrace per size shows
+as a steady climb (tens of MiB per image for R101).
+"""
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+SIZES = [(375, 500), (500, 375), (333, 500), (500, 333), (281, 500), (500, 486), (366, 500),
+         (500, 400), (354, 480), (442, 500)]
+
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny", choices=["tiny", "r101"])
+    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32])
+    parser.add_argument("--scales", default="0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--no-flip", action="store_true")
+    parser.add_argument("--settle", type=int, default=10,
+                        help="growth is measured from this image to the last")
+    args = parser.parse_args(argv)
+    if args.images <= args.settle:
+        parser.error("--images must be larger than --settle")
+
+    from export import model_config  # benchmarks/export.py: the same tiny and R101 configs
+
+    from deeplab_family.evaluate import build_eval_model, make_predictor
+
+    scales = [float(s) for s in args.scales.split(",")]
+    model = build_eval_model(model_config(args.model), args.output_stride)
+    predict = make_predictor(model, scales, flip=not args.no_flip)
+    print(f"{args.model}: output stride {args.output_stride}, scales {scales}, flip "
+          f"{not args.no_flip}, {args.images} images, TF {tf.__version__}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"RSS before the first image: {rss_mib():,.0f} MiB")
+    rng = np.random.default_rng(0)
+    marks = {1, 2, 5, args.settle, args.images} | set(range(20, args.images, 20))
+    rss, start = {}, time.monotonic()
+    for i in range(1, args.images + 1):
+        h, w = SIZES[(i - 1) % len(SIZES)]
+        image = tf.constant(rng.uniform(0, 255, (1, h, w, 3)).astype("float32"))
+        predict(image).numpy()
+        rss[i] = rss_mib()
+        if i in marks:
+            print(f"  after image {i:4d} ({h}x{w}): RSS {rss[i]:,.0f} MiB "
+                  f"({(time.monotonic() - start) / i:.2f} s/image)", flush=True)
+    growth = rss[args.images] - rss[args.settle]
+    per_image = growth / (args.images - args.settle)
+    print(f"traces of the predictor: {predict.experimental_get_tracing_count()}")
+    print(f"growth from image {args.settle} to {args.images}: {growth:+.1f} MiB "
+          f"({per_image:+.2f} MiB/image); peak RSS {peak_rss_mib():,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
