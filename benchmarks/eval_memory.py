@@ -5,15 +5,19 @@ height and width (`evaluate.make_predictor`), so memory should level off after t
 images and stay flat however many images follow, at any scale. This script measures it: it
 feeds `--images` random images of VOC-like sizes (500x375, 375x500, 500x333, 333x500, 500x281,
 486x500, ... cycling, so every image size differs from the previous) through the predictor at
-`--output-stride` with `--scales` and flip, and prints the process's resident memory
+`--output-stride` with `--scales` and flip (`--sizes random`: a new random size for every
+image instead), and prints the process's resident memory
 (/proc/self/statm) after chosen images, the peak (ru_maxrss), and the growth between the
 `--settle`-th image and the last. Random weights: memory does not depend on them.
 
     .venv/bin/python benchmarks/eval_memory.py                       # tiny model, 60 images
+    .venv/bin/python benchmarks/eval_memory.py --images 120 --settle 40 --malloc-arenas 0
     .venv/bin/python benchmarks/eval_memory.py --model r101 --images 8 --output-stride 16
 
-A growth of a few MiB over many images is allocator noise; a leak or a retrace per size shows
-as a steady climb (tens of MiB per image for R101).
+The evaluate command caps glibc's malloc arenas at two (`deeplab_family.malloc`); with
+`--malloc-arenas 0` (glibc's default, up to 8 arenas per core) the resident memory creeps up by
+several MiB per image although nothing leaks. A retrace per size would also show here, as a
+trace count above 1.
 """
 
 import argparse
@@ -23,9 +27,6 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np
-import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -50,12 +51,21 @@ def main(argv=None):
     parser.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32])
     parser.add_argument("--scales", default="0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--no-flip", action="store_true")
+    parser.add_argument("--sizes", default="cycle", choices=["cycle", "random"],
+                        help="cycle through 10 VOC sizes, or draw every size at random in "
+                             "250..500 x 250..500 (every image a new shape, as in VOC val)")
+    parser.add_argument("--malloc-arenas", type=int, default=2,
+                        help="cap glibc's malloc arenas, as `evaluate` does (0: glibc's default)")
     parser.add_argument("--settle", type=int, default=10,
                         help="growth is measured from this image to the last")
     args = parser.parse_args(argv)
     if args.images <= args.settle:
         parser.error("--images must be larger than --settle")
+    from deeplab_family.malloc import limit_arenas
 
+    capped = bool(args.malloc_arenas) and limit_arenas(args.malloc_arenas)
+    import numpy as np  # after the cap: TensorFlow's threads then use the capped arenas
+    import tensorflow as tf
     from export import model_config  # benchmarks/export.py: the same tiny and R101 configs
 
     from deeplab_family.evaluate import build_eval_model, make_predictor
@@ -64,14 +74,18 @@ def main(argv=None):
     model = build_eval_model(model_config(args.model), args.output_stride)
     predict = make_predictor(model, scales, flip=not args.no_flip)
     print(f"{args.model}: output stride {args.output_stride}, scales {scales}, flip "
-          f"{not args.no_flip}, {args.images} images, TF {tf.__version__}, "
+          f"{not args.no_flip}, {args.images} images ({args.sizes} sizes), malloc arenas "
+          f"{args.malloc_arenas if capped else 'glibc default'}, TF {tf.__version__}, "
           f"{os.cpu_count()} CPUs")
     print(f"RSS before the first image: {rss_mib():,.0f} MiB")
     rng = np.random.default_rng(0)
     marks = {1, 2, 5, args.settle, args.images} | set(range(20, args.images, 20))
     rss, start = {}, time.monotonic()
     for i in range(1, args.images + 1):
-        h, w = SIZES[(i - 1) % len(SIZES)]
+        if args.sizes == "cycle":
+            h, w = SIZES[(i - 1) % len(SIZES)]
+        else:
+            h, w = (int(v) for v in rng.integers(250, 501, 2))
         image = tf.constant(rng.uniform(0, 255, (1, h, w, 3)).astype("float32"))
         predict(image).numpy()
         rss[i] = rss_mib()

@@ -1,6 +1,7 @@
 """Evaluates a trained model: `python -m deeplab_family.evaluate --config YAML --model-dir DIR`.
 
-    python -m deeplab_family.evaluate --config train_configs/deeplabv3_r101_os16_voc_trainaug.yaml \\
+    python -m deeplab_family.evaluate \\
+        --config train_configs/deeplabv3_r101_os16_voc_trainaug.yaml \\
         --model-dir runs/deeplabv3_stage1 --output-stride 8 \\
         --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip
 
@@ -15,7 +16,9 @@
   averaged; the prediction is their argmax. One scale 1.0 without flip is plain single-scale
   inference (the argmax of the logits).
 - Memory stays bounded: one image at a time through one traced function (dynamic height and
-  width, so no retracing per size), and the confusion matrix is the only state.
+  width, so no retracing per size), and the confusion matrix is the only state. The command
+  line caps glibc's malloc arenas at two (`deeplab_family.malloc`), which keeps the resident
+  memory flat from image to image (`benchmarks/eval_memory.py`).
 
 Reports mIoU, per-class IoU (with the VOC or Cityscapes class names: `evaluation.dataset`) and
 pixel accuracy in `<model_dir>/eval_os{N}_scales{...}[_flip].json` and as the final JSON line on
@@ -279,6 +282,9 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from deeplab_family.malloc import limit_arenas
+
+    limit_arenas(2)  # flat memory over thousands of images (deeplab_family/malloc.py)
     from deeplab_family.config import load_config
 
     try:

@@ -9,8 +9,8 @@ GPUs, `--cpu-replicas N` (= `--set runtime.cpu_replicas=N`) splits the CPU into 
 so that MirroredStrategy runs N replicas. Running the same command again with the same
 `--model-dir` resumes from the latest checkpoint. See `training/loop.py`.
 
-Exit status: 0 done, 1 a bad config file or override, 3 the loss diverged (NaN/Inf; nothing written after
-the last good checkpoint).
+Exit status: 0 done, 1 a bad config file or override, 3 the loss diverged (NaN/Inf; nothing
+written after the last good checkpoint).
 """
 
 import argparse

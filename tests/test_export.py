@@ -232,7 +232,8 @@ def test_multi_scale_and_flip_are_baked_in(fx, keras_model):
     size = image.shape[:2]
     views = []
     for scale in config.scales:
-        scaled = tf.image.resize(x, [max(1, round(size[0] * scale)), max(1, round(size[1] * scale))])
+        scaled = tf.image.resize(
+            x, [max(1, round(size[0] * scale)), max(1, round(size[1] * scale))])
         for mirror in (False, True):
             view = scaled[:, :, ::-1] if mirror else scaled
             probs = tf.nn.softmax(keras_model(view, training=False)["logits"], axis=-1)

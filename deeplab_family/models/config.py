@@ -39,7 +39,8 @@ class ModelConfig:
     def __post_init__(self):
         if isinstance(self.backbone, dict):
             object.__setattr__(
-                self, "backbone", dataclass_from_dict(BackboneConfig, self.backbone, "model.backbone")
+                self, "backbone",
+                dataclass_from_dict(BackboneConfig, self.backbone, "model.backbone"),
             )
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
             self.num_classes < 1

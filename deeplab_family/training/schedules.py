@@ -33,7 +33,9 @@ class PolyWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, learning_rate, max_steps, power=0.9, end_learning_rate=0.0,
                  warmup_steps=0):
         if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
+            raise ValueError(
+                f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}"
+            )
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be an int >= 1. Received: max_steps={max_steps!r}")
         if not 0 <= end_learning_rate <= learning_rate:

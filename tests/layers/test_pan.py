@@ -154,7 +154,8 @@ def test_fpa_converts_to_tflite_builtin_ops(tmp_path):
         ),
         (
             dict(filters=8, kernel_sizes=(7, 4, 3)),
-            r"kernel_sizes must be a non-empty sequence of odd ints >= 1. Received: kernel_sizes=\(7, 4, 3\)",
+            r"kernel_sizes must be a non-empty sequence of odd ints >= 1. "
+            r"Received: kernel_sizes=\(7, 4, 3\)",
         ),
         (dict(filters=8, kernel_sizes=()), "kernel_sizes must be a non-empty sequence"),
         (

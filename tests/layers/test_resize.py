@@ -61,7 +61,9 @@ def test_align_corners_without_stride_matches_numpy():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"interpolation": "nearest"}, {"align_corners": True}, {"align_corners": True, "stride": 4}]
+    "kwargs",
+    [{}, {"interpolation": "nearest"}, {"align_corners": True},
+     {"align_corners": True, "stride": 4}],
 )
 def test_resize_like_harness(kwargs):
     check_layer(
