@@ -166,8 +166,8 @@ class EvalProgress:
         if self.interactive:
             if not final and now - self._last_draw < 0.2:
                 return
-        elif not final and count % self.every:
-            return
+        elif not final and (count % self.every or (self.total and count >= self.total)):
+            return  # in logs: every `every` images; the last one is the final line's
         self._last_draw = now
         from deeplab_family.training.progress import format_duration
 

@@ -187,6 +187,13 @@ def test_evaluation_progress_lines_in_logs(shards, tmp_path):
     assert lines[0].startswith("evaluate 6/6 [") and "img/s" in lines[0]
     assert f"mIoU {report['miou']:.4f}" in lines[0]
 
+    progress = evaluate.EvalProgress(100, io.StringIO(), every=50)  # total = a multiple
+    for count in range(1, 101):
+        progress.update(count, 0.5)
+    progress.update(100, 0.5, final=True)
+    assert [t.split(" [")[0] for t in progress.stream.getvalue().splitlines()] == [
+        "evaluate 50/100", "evaluate 100/100"]
+
     progress = evaluate.EvalProgress(120, io.StringIO(), every=50)
     for count in range(1, 121):
         progress.update(count, 0.5)
