@@ -149,42 +149,34 @@ class EvalProgress:
     """`evaluate 120/1449 [==>     ] mIoU 0.7312 4.1 img/s ETA 5:24` on stderr.
 
     Redrawn in place on a terminal (at most 5 times a second); in logs, one line every `every`
-    images and at the end. The running mIoU is over the images seen so far.
+    images and at the end (`training.progress.StatusLine`). The running mIoU is over the images
+    seen so far.
     """
 
     def __init__(self, total, stream, every=50, width=24):
+        from deeplab_family.training.progress import StatusLine
+
         self.total = total
-        self.stream = stream
-        self.every = every
         self.width = width
-        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.status = StatusLine(stream, every, min_interval=0.2)
+        self.stream = self.status.stream
         self.start = time.monotonic()
-        self._last_draw = 0.0
+
+    def line(self, count, miou, final):
+        from deeplab_family.training.progress import bar, format_duration
+
+        rate = count / max(time.monotonic() - self.start, 1e-9)
+        if not self.total:
+            return f"evaluate {count} mIoU {miou:.4f} {rate:.1f} img/s"
+        eta = "" if final else f" ETA {format_duration((self.total - count) / rate)}"
+        drawn = bar(count, self.total, self.width)
+        return (f"evaluate {count}/{self.total} [{drawn:<{self.width}}] mIoU {miou:.4f} "
+                f"{rate:.1f} img/s{eta}")
 
     def update(self, count, miou, final=False):
-        now = time.monotonic()
-        if self.interactive:
-            if not final and now - self._last_draw < 0.2:
-                return
-        elif not final and (count % self.every or (self.total and count >= self.total)):
-            return  # in logs: every `every` images; the last one is the final line's
-        self._last_draw = now
-        from deeplab_family.training.progress import format_duration
-
-        rate = count / max(now - self.start, 1e-9)
-        if self.total:
-            filled = min(self.width, int(self.width * count / self.total))
-            bar = "=" * filled + (">" if filled < self.width else "")
-            head = f"evaluate {count}/{self.total} [{bar:<{self.width}}]"
-            eta = f" ETA {format_duration((self.total - count) / rate)}" if not final else ""
-        else:
-            head, eta = f"evaluate {count}", ""
-        text = f"{head} mIoU {miou:.4f} {rate:.1f} img/s{eta}"
-        if self.interactive:
-            self.stream.write("\r" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        if not final and self.total and count >= self.total and not self.status.interactive:
+            return  # in logs the last image is the final line's
+        self.status.show(count, lambda: self.line(count, miou, final), final)
 
 
 def result_filename(output_stride, scales, flip):

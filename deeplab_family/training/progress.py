@@ -15,6 +15,44 @@ def format_duration(seconds):
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def bar(done, total, width=24):
+    """`===>    ` for `done` of `total`, `width` characters (full when the total is unknown)."""
+    filled = min(width, int(width * done / total)) if total else width
+    return "=" * max(0, filled - 1) + (">" if filled < width else "=") if filled else ""
+
+
+class StatusLine:
+    """One status line: redrawn in place on a terminal (at most every `min_interval` seconds),
+    printed every `every` counts and at the end otherwise (logs, pipes, CI).
+
+    `show(count, text, final)` takes `text` as a function, called only when a line is drawn.
+    """
+
+    def __init__(self, stream=None, every=10, min_interval=0.1):
+        self.stream = stream or sys.stdout
+        self.every = max(1, every)
+        self.min_interval = min_interval
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_draw = float("-inf")  # the first line is always drawn
+
+    def show(self, count, text, final=False):
+        now = time.monotonic()
+        if self.interactive:
+            if final or now - self._last_draw >= self.min_interval:
+                self.stream.write(f"\r{text()}\033[K{chr(10) if final else ''}")
+                self.stream.flush()
+                self._last_draw = now
+        elif final or count % self.every == 0:
+            self.stream.write(text() + "\n")
+            self.stream.flush()
+
+    def message(self, text):
+        """A line of its own (a checkpoint, a warning) that does not garble the bar."""
+        prefix = "\r\033[K" if self.interactive else ""
+        self.stream.write(f"{prefix}{text}\n")
+        self.stream.flush()
+
+
 class ProgressBar:
     """Prints `step 120/30000 [==>   ] loss 0.5321 lr 6.98e-03 12.3 img/s ETA 1:23:45`.
 
@@ -30,36 +68,23 @@ class ProgressBar:
 
     def __init__(self, total, every=10, stream=None, width=24):
         self.total = total
-        self.every = max(1, every)
-        self.stream = stream or sys.stdout
         self.width = width
-        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_draw = 0.0
+        self.status = StatusLine(stream, every)
+        self.stream = self.status.stream
+        self.interactive = self.status.interactive
 
     def line(self, step, loss, learning_rate, images_per_sec=None, eta=None):
-        filled = int(self.width * step / self.total) if self.total else self.width
-        bar = "=" * max(0, filled - 1) + (">" if filled < self.width else "=") if filled else ""
         rate = f"{images_per_sec:.1f} img/s" if images_per_sec else "- img/s"
         return (
-            f"step {step}/{self.total} [{bar:<{self.width}}] loss {loss:.4f} "
-            f"lr {learning_rate:.2e} {rate} ETA {format_duration(eta)}"
+            f"step {step}/{self.total} [{bar(step, self.total, self.width):<{self.width}}] "
+            f"loss {loss:.4f} lr {learning_rate:.2e} {rate} ETA {format_duration(eta)}"
         )
 
     def update(self, step, loss, learning_rate, images_per_sec=None, eta=None, final=False):
-        now = time.monotonic()
-        if self.interactive:
-            if final or now - self._last_draw >= 0.1:
-                end = "\n" if final else ""
-                text = self.line(step, loss, learning_rate, images_per_sec, eta)
-                self.stream.write(f"\r{text}\033[K{end}")
-                self.stream.flush()
-                self._last_draw = now
-        elif final or step % self.every == 0:
-            self.stream.write(self.line(step, loss, learning_rate, images_per_sec, eta) + "\n")
-            self.stream.flush()
+        self.status.show(
+            step, lambda: self.line(step, loss, learning_rate, images_per_sec, eta), final
+        )
 
     def message(self, text):
         """A line of its own (a checkpoint, a warning) that does not garble the bar."""
-        prefix = "\r\033[K" if self.interactive else ""
-        self.stream.write(f"{prefix}{text}\n")
-        self.stream.flush()
+        self.status.message(text)
