@@ -14,7 +14,7 @@ mean would weight replicas with few valid pixels too much).
   aux output without a weight is an error, and so is a weight for an output the model lacks, so
   a typo cannot silently switch a loss off.
 - Weight decay, research/deeplab's definition `wd * 1/2 * sum ||w||^2` (as
-  `tf.keras.regularizers.l2(wd / 2)` / `slim.l2_regularizer(wd)` / `tf.nn.l2_loss`), on conv
+  `keras.regularizers.L2(wd / 2)` / `slim.l2_regularizer(wd)` / `tf.nn.l2_loss`), on conv
   kernels only: not on BN gamma/beta, not on biases. It is added once per global batch, so each
   replica adds `1 / num_replicas` of it. Its gradient is `wd * w`, i.e. the "weight decay 1e-4"
   of DeepLabv3 and PAN Sec 4 in SGD's usual sense.
