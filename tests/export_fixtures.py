@@ -24,21 +24,9 @@ from deeplab_family import export as export_lib
 from deeplab_family.data.pipeline import InputConfig, make_dataset
 from deeplab_family.models import ModelConfig, build_model
 
-# The tiny configs of the checkpoint tests: every registered model at a few thousand weights.
-TINY_BACKBONE = {
-    "stage_depths": [1, 1, 1, 1],
-    "stage_widths": [8, 8, 8, 8],
-    "stage_channels": [16, 16, 16, 16],
-    "stem_width": 8,
-    "output_stride": 16,
-}
-TINY_HEADS = {
-    "deeplabv3": {"aspp_filters": 8},
-    "deeplabv3_cascade": {},
-    "pan": {"filters": 8},
-    "gcn": {"kernel_size": 3},
-    "exfuse": {"kernel_size": 3, "ss_filters": 8, "lr_stage_depths": [1, 1, 1, 1]},
-}
+# The checkpoint tests' tiny configs: every registered model at a few thousand weights.
+from tests.training.helpers import TINY_BACKBONE, TINY_HEADS
+
 NUM_CLASSES = 21
 CLASSES = (3, 7, 12, 15, 20)  # the object classes of the colour-coded images
 TFLITE_SIZE = (65, 65)
@@ -95,8 +83,11 @@ def colour_coded_records(folder, num_train=12, num_val=4, seed=0):
 def train_briefly(model, train_pattern, steps=TRAIN_STEPS, crop=64, batch_size=4):
     """A short plain-TF training, so that the predictions are not the near-ties of a random
     init (or all background)."""
+    # A fixed element order: the same model on every run, so the parity floors below hold or
+    # fail for good, never by the draw (with the free order, int8 agreement ranged 0.76-0.94).
     ds = make_dataset(InputConfig(file_pattern=train_pattern, crop_size=crop,
-                                  batch_size=batch_size, seed=0, min_scale=0.75, max_scale=1.25),
+                                  batch_size=batch_size, seed=0, min_scale=0.75, max_scale=1.25,
+                                  deterministic=True),
                       training=True)
     # Plain SGD: Adam at a rate that learns this fast leaves weights whose activations
     # quantize badly (int8 agreement 0.6-0.85 over seeds, against ~0.94 with SGD).

@@ -8,27 +8,14 @@ import tensorflow as tf
 
 from deeplab_family.models import ModelConfig, build_model, registered_models
 from deeplab_family.training.checkpoints import latest_checkpoint, restore_model
-
-TINY_BACKBONE = {
-    "stage_depths": (1, 1, 1, 1),
-    "stage_widths": (8, 8, 8, 8),
-    "stage_channels": (16, 16, 16, 16),
-    "stem_width": 8,
-    "output_stride": 16,
-}
-TINY = {
-    "deeplabv3": {"aspp_filters": 8},
-    "deeplabv3_cascade": {},
-    "pan": {"filters": 8},
-    "gcn": {"kernel_size": 3},
-    "exfuse": {"kernel_size": 3, "ss_filters": 8, "lr_stage_depths": [1, 1, 1, 1]},
-}
+from tests.training.helpers import TINY_BACKBONE, TINY_HEADS
 
 
 @pytest.mark.parametrize("name", registered_models())
 def test_checkpoint_holds_every_variable_and_restores_at_os8(name, tmp_path):
-    assert name in TINY, f"add a tiny config for {name!r}"
-    config = ModelConfig(name=name, num_classes=3, backbone=dict(TINY_BACKBONE), head=TINY[name])
+    assert name in TINY_HEADS, f"add a tiny config for {name!r} to tests/training/helpers.py"
+    config = ModelConfig(name=name, num_classes=3, backbone=dict(TINY_BACKBONE),
+                         head=TINY_HEADS[name])
     model = build_model(config)
     rng = np.random.default_rng(0)
     for w in model.weights:  # make every variable distinguishable from a fresh init
@@ -59,14 +46,14 @@ def test_checkpoint_holds_every_variable_and_restores_at_os8(name, tmp_path):
 
 def test_restore_without_checkpoint_names_the_directory(tmp_path):
     config = ModelConfig(name="deeplabv3", num_classes=3, backbone=dict(TINY_BACKBONE),
-                         head=TINY["deeplabv3"])
+                         head=TINY_HEADS["deeplabv3"])
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         restore_model(build_model(config), str(tmp_path))
 
 
 def test_restore_into_a_different_model_is_an_error(tmp_path):
     small = ModelConfig(name="deeplabv3", num_classes=3, backbone=dict(TINY_BACKBONE),
-                        head=TINY["deeplabv3"])
+                        head=TINY_HEADS["deeplabv3"])
     tf.train.Checkpoint(model=build_model(small)).save(str(tmp_path / "checkpoints" / "ckpt"))
     other = dataclasses.replace(small, num_classes=5)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
