@@ -18,7 +18,8 @@ back from there.
 
 Example:
 
->>> config = load_config("train_configs/tiny_deeplabv3.yaml",
+>>> from deeplab_family.config import load_config
+>>> config = load_config("train_configs/tiny_deeplabv3_os16_synthetic.yaml",
 ...                      overrides=["training.steps=100", "runtime.cpu_replicas=2"])
 >>> config.training.steps
 100
@@ -30,6 +31,7 @@ from typing import Dict, Optional, Tuple
 
 import yaml
 
+from deeplab_family.backbones.image_normalization import zero_pixel
 from deeplab_family.models.config import ModelConfig
 from deeplab_family.models.registry import dataclass_from_dict
 
@@ -155,8 +157,9 @@ class EvaluationConfig:
     dataset: str = "voc"
 
     def __post_init__(self):
-        _check(self.output_stride in (8, 16, 32),
-               f"evaluation.output_stride must be 8, 16 or 32. Received: {self.output_stride!r}")
+        _check(self.output_stride in (4, 8, 16, 32),
+               "evaluation.output_stride must be 4, 8, 16 or 32. "
+               f"Received: {self.output_stride!r}")
         scales = tuple(float(s) for s in self.scales)
         _check(scales and all(s > 0 for s in scales),
                f"evaluation.scales must be positive numbers. Received: {self.scales!r}")
@@ -240,10 +243,20 @@ class ExperimentConfig:
         _check(not unknown, f"unknown section(s) {unknown} in the config. "
                             f"Allowed sections: {sorted(allowed)}")
         input_cls = _input_config_cls()
+        model = ModelConfig.from_dict(values.get("model", {}))
+        # Images are padded with the pixel that the backbone's normalisation maps to zero,
+        # unless a section says otherwise (`mean_pixel`).
+        pad = list(zero_pixel(model.backbone.preprocessing))
+        data = {}
+        for section in ("train_data", "eval_data"):
+            section_values = values.get(section, {})
+            if isinstance(section_values, dict) and "mean_pixel" not in section_values:
+                section_values = {**section_values, "mean_pixel": pad}
+            data[section] = dataclass_from_dict(input_cls, section_values, section)
         return cls(
-            model=ModelConfig.from_dict(values.get("model", {})),
-            train_data=dataclass_from_dict(input_cls, values.get("train_data", {}), "train_data"),
-            eval_data=dataclass_from_dict(input_cls, values.get("eval_data", {}), "eval_data"),
+            model=model,
+            train_data=data["train_data"],
+            eval_data=data["eval_data"],
             training=dataclass_from_dict(TrainingConfig, values.get("training", {}), "training"),
             runtime=dataclass_from_dict(RuntimeConfig, values.get("runtime", {}), "runtime"),
             evaluation=dataclass_from_dict(

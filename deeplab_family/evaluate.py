@@ -52,8 +52,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--config", required=True, help="experiment YAML")
     parser.add_argument("--model-dir", required=True, help="the training model dir")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None,
-                        help="output stride of the evaluated model (evaluation.output_stride)")
+    parser.add_argument("--output-stride", type=int, choices=(4, 8, 16, 32), default=None,
+                        help="output stride of the evaluated model (evaluation.output_stride); "
+                             "4 is DeepLabv3's Cityscapes test-set setting (Appendix C)")
     parser.add_argument("--scales", type=_scales, default=None,
                         help="comma-separated input scales (evaluation.scales)")
     parser.add_argument("--flip", action="store_true", default=None,
@@ -86,14 +87,15 @@ def build_eval_model(model_config, output_stride):
     return build_model(config)
 
 
-def make_predictor(model, scales=(1.0,), flip=False):
+def make_predictor(model, scales=(1.0,), flip=False, resize="logits"):
     """A traced `predict(image) -> int32 (1, H, W)` class map with multi-scale + flip averaging.
 
     `image`: float32 `(1, H, W, 3)`, any H and W (one trace for every size). For each scale the
-    image is bilinearly resized to `round(scale * size)`, the model's softmax probabilities are
-    resized back to (H, W) and added up (and those of the left-right flipped image, flipped
-    back, with `flip`); the result is the argmax of their mean
-    (`inference.multi_scale_probabilities`, which the exported SavedModel uses too). With
+    image is bilinearly resized to `round(scale * size)`, the model's logits are resized back
+    to (H, W) and turned into softmax probabilities, which are added up (and those of the
+    left-right flipped image, flipped back, with `flip`); the result is the argmax of their
+    mean (`inference.multi_scale_probabilities`, which the exported SavedModel uses too;
+    `resize="probabilities"` resizes after the softmax instead). With
     the single view "scale 1.0, no flip", the argmax of the logits: the same class map as
     the argmax of the softmax, without the float ties that softmax could create.
     """
@@ -112,7 +114,7 @@ def make_predictor(model, scales=(1.0,), flip=False):
     def predict(image):
         if single:
             return tf.argmax(logits(image), axis=-1, output_type=tf.int32)
-        probs = multi_scale_probabilities(logits, image, scales, flip)
+        probs = multi_scale_probabilities(logits, image, scales, flip, resize=resize)
         return tf.argmax(probs, axis=-1, output_type=tf.int32)
 
     return predict

@@ -37,7 +37,7 @@ def test_load_override_save_round_trip(tmp_path):
         ({"model": {"backbone": {"dept": 50}}}, [], r"\['dept'\] in model.backbone"),
         ({}, ["runtime.strategy=horovod"], "runtime.strategy must be one of"),
         ({}, ["training.steps=0"], "training.steps must be an int >= 1"),
-        ({}, ["evaluation.output_stride=12"], "evaluation.output_stride must be 8, 16 or 32"),
+        ({}, ["evaluation.output_stride=12"], "evaluation.output_stride must be 4, 8, 16 or 32"),
         ({}, ["training"], "--set expects section.key=value"),
     ],
 )
@@ -61,3 +61,22 @@ def test_defaults_build():
     config = ExperimentConfig.from_dict({})
     assert config.runtime.strategy == "mirrored"
     assert config.evaluation.output_stride == 8
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf"])
+def test_images_are_padded_with_the_pixel_the_backbone_maps_to_zero(mode):
+    import numpy as np
+
+    from deeplab_family.backbones.image_normalization import ImageNormalization
+
+    config = ExperimentConfig.from_dict({"model": {"backbone": {"preprocessing": mode}}})
+    for section in (config.train_data, config.eval_data):
+        pad = np.full((1, 1, 1, 3), section.mean_pixel, np.float32)
+        np.testing.assert_allclose(np.asarray(ImageNormalization(mode)(pad)), 0.0, atol=1e-4)
+    # A section that names its padding keeps it.
+    config = ExperimentConfig.from_dict({
+        "model": {"backbone": {"preprocessing": mode}},
+        "train_data": {"mean_pixel": [1, 2, 3]},
+    })
+    assert config.train_data.mean_pixel == (1.0, 2.0, 3.0)
+    assert config.eval_data.mean_pixel != (1.0, 2.0, 3.0)

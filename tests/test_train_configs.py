@@ -72,6 +72,10 @@ def test_pan_protocol():
     assert voc.model.backbone.stem == "deep" and voc.model.backbone.output_stride == 16
     assert voc.training.learning_rate == 0.004 and voc.train_data.batch_size == 16
     assert voc.training.weight_decay == 1e-4 and voc.train_data.crop_size == (512, 512)
+    # "random scaling between 0.5 and 2" (Sec 4): continuous, not research/deeplab's steps.
+    for name in ("pan_r101deep_os16_voc_trainaug.yaml", "pan_r101deep_os16_cityscapes.yaml"):
+        data = _load(name).train_data
+        assert (data.min_scale, data.max_scale, data.scale_step) == (0.5, 2.0, 0.0)
     assert _load("pan_r101deep_os16_cityscapes.yaml").train_data.crop_size == (768, 768)
 
 
@@ -93,3 +97,18 @@ def test_exfuse_table3_rows():
             continue
         head = head_config(config.model)
         assert (head.ss, head.lr, head.seb, head.ecre, head.dap) == switches, name
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "_voc_" in os.path.basename(p)],
+                         ids=os.path.basename)
+def test_voc_configs_evaluate_on_the_padded_crop_of_their_paper(path):
+    # DeepLabv3 Sec 4.1: "crop size to be 513 during both training and test on PASCAL VOC
+    # 2012"; PAN Sec 4.1 and ExFuse/GCN: 512x512. Native size stays an option (null).
+    expected = {"deeplabv3": (513, 513), "pan": (512, 512), "gcn": (512, 512),
+                "exfuse": (512, 512)}
+    config = load_config(path)
+    name = config.model.name.replace("_cascade", "")
+    assert config.eval_data.eval_crop_size == expected[name]
+    assert config.train_data.crop_size == expected[name]
+    native = load_config(path, ["eval_data.eval_crop_size=null"])
+    assert native.eval_data.eval_crop_size is None

@@ -10,6 +10,21 @@ CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 MODES = ("caffe", "tf")
 
 
+def zero_pixel(mode):
+    """The RGB pixel (0..255) that `mode` normalises to zero: the value to pad images with.
+
+    Padding with it makes a padded border look like "no signal" to the first conv, whatever the
+    weights' normalisation: the ImageNet mean in RGB order for "caffe", mid-grey for "tf".
+
+    >>> zero_pixel("caffe"), zero_pixel("tf")
+    ((123.68, 116.779, 103.939), (127.5, 127.5, 127.5))
+    """
+    _validate.one_of("mode", mode, set(MODES))
+    if mode == "caffe":
+        return tuple(reversed(CAFFE_BGR_MEAN))
+    return (127.5, 127.5, 127.5)
+
+
 @keras.saving.register_keras_serializable(package="deeplab_family")
 class ImageNormalization(keras.layers.Layer):
     """First layer of every backbone: maps float32 RGB pixels in [0, 255] to the weights' input.
@@ -27,8 +42,9 @@ class ImageNormalization(keras.layers.Layer):
 
     Example:
 
-    >>> ImageNormalization("tf")(keras.ops.full((1, 2, 2, 3), 255.0))[0, 0, 0]
-    [1., 1., 1.]
+    >>> x = ImageNormalization("tf")(keras.ops.full((1, 2, 2, 3), 255.0))
+    >>> keras.ops.convert_to_numpy(x)[0, 0, 0].tolist()
+    [1.0, 1.0, 1.0]
     """
 
     def __init__(self, mode="caffe", **kwargs):

@@ -23,9 +23,27 @@ file when there are at least as many files as pipelines, else by record; evaluat
 so pipelines differ by at most one example) and batches ``config.batch_size`` (global) split per
 replica.
 
-Example:
-    >>> cfg = InputConfig(file_pattern="data/train_aug-*.tfrecord", batch_size=16)
+Example (a one-image shard written to a temporary directory, then read the way the training
+loop reads it; any strategy, e.g. MirroredStrategy, takes the same call):
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> from deeplab_family.data.pipeline import InputConfig, make_dataset
+    >>> from tfrecords_tools import writer
+    >>> folder = tempfile.mkdtemp()
+    >>> image = tf.io.encode_png(np.full((40, 50, 3), 128, np.uint8)).numpy()
+    >>> label = writer.encode_label_png(np.zeros((40, 50), np.uint8))
+    >>> shard = writer.TFRecordFile(os.path.join(folder, "train_aug-00000-of-00001.tfrecord"))
+    >>> shard.write(writer.segmentation_example(image, "png", label, "a", 40, 50))
+    >>> shard.close()
+    >>> cfg = InputConfig(file_pattern=os.path.join(folder, "train_aug-*.tfrecord"),
+    ...                   crop_size=33, batch_size=2, shuffle_buffer=4)
+    >>> strategy = tf.distribute.get_strategy()
     >>> ds = strategy.distribute_datasets_from_function(lambda ctx: make_dataset(cfg, ctx))
+    >>> images, labels = next(iter(ds))
+    >>> tuple(images.shape), tuple(labels.shape)
+    ((2, 33, 33, 3), (2, 33, 33))
 """
 
 import dataclasses
@@ -65,8 +83,10 @@ class InputConfig:
             uniformly from ``[min, max]``.
         flip: bool. Random left-right flip.
         ignore_label: int. Label of padding and of unlabelled pixels.
-        mean_pixel: three floats. Image padding value, RGB 0..255 (the ImageNet mean), so that
-            padding becomes ~0 after the model's normalisation.
+        mean_pixel: three floats. Image padding value, RGB 0..255. The experiment config sets
+            it to the pixel that the backbone's normalisation maps to zero
+            (`backbones.image_normalization.zero_pixel`) unless the section names one; on its
+            own, `InputConfig` pads with the ImageNet RGB mean.
         batch_size: int. The global batch; each replica gets ``batch_size / replicas``.
         shuffle_buffer: int. Examples in the shuffle buffer (training).
         deterministic: bool. Keep the element order fixed (parallel calls then wait for each
@@ -212,21 +232,20 @@ def _eval_map_fn(config):
         if config.eval_crop_size is not None:
             crop_h, crop_w = config.eval_crop_size
             h, w = tf.shape(label)[0], tf.shape(label)[1]
-            with tf.control_dependencies(
-                [
-                    tf.debugging.assert_less_equal(
-                        tf.stack([h, w]),
-                        tf.constant([crop_h, crop_w]),
-                        message=(
-                            f"an evaluation image is larger than eval_crop_size={crop_h}x{crop_w}"
-                            "; set eval_crop_size to at least the largest image, or None for "
-                            "the native size"
-                        ),
-                    )
-                ]
-            ):
-                image = augment.pad_image(image, crop_h, crop_w, config.mean_pixel)
-            label = augment.pad_label(label, crop_h, crop_w, config.ignore_label)
+            check = tf.debugging.assert_less_equal(
+                tf.stack([h, w]),
+                tf.constant([crop_h, crop_w]),
+                message=(
+                    f"an evaluation image is larger than eval_crop_size={crop_h}x{crop_w}"
+                    "; set eval_crop_size to at least the largest image, or None for "
+                    "the native size"
+                ),
+            )
+            # Both pads wait for the check: a pad with a negative amount raises TensorFlow's
+            # own "Paddings must be non-negative", and whichever op runs first reports.
+            with tf.control_dependencies([check]):
+                image = augment.pad_image(tf.identity(image), crop_h, crop_w, config.mean_pixel)
+                label = augment.pad_label(tf.identity(label), crop_h, crop_w, config.ignore_label)
         return image, tf.cast(label, tf.int32)
 
     return fn
