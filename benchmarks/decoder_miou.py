@@ -52,6 +52,8 @@ def main(argv=None):
     parser.add_argument("--work-dir", default="/tmp/decoder_miou")
     parser.add_argument("--num-train", type=int, default=200)
     parser.add_argument("--num-val", type=int, default=50)
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        metavar="SECTION.KEY=VALUE", help="extra config override; repeatable")
     args = parser.parse_args(argv)
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
@@ -74,14 +76,15 @@ def main(argv=None):
             *[a for o in HEADS[name] for a in ("--set", o)],
             "--set", f"train_data.file_pattern={shards}/train_aug-*.tfrecord",
             "--set", f"eval_data.file_pattern={shards}/val-*.tfrecord",
+            *[a for o in args.overrides for a in ("--set", o)],
         ]
         _, train_s = _run([py, "-m", "deeplab_family.train", "--config", CONFIG, "--model-dir",
                            model_dir, "--set", f"training.steps={args.steps}",
                            "--set", f"training.checkpoint_every={args.steps}",
                            "--set", "training.image_summary_every=0", *common], env)
         out, _ = _run([py, "-m", "deeplab_family.evaluate", "--config", CONFIG, "--model-dir",
-                       model_dir, "--output-stride", "16", "--scales", "1.0", "--set", "evaluation.flip=false",
-                       *common], env)
+                       model_dir, "--output-stride", "16", "--scales", "1.0",
+                       "--set", "evaluation.flip=false", *common], env)
         result = json.loads(out.strip().splitlines()[-1])
         results[name] = result["miou"]
         print(f"{name}: val mIoU {result['miou']:.4f} after {args.steps} steps "

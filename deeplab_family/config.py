@@ -73,6 +73,10 @@ class TrainingConfig:
         image_summary_every: steps between TensorBoard image summaries (0 = never).
         seed: global seed.
         deterministic: op determinism (slower).
+        label_downsampling: DeepLabv3 Table 8's row without "UL": the loss at the stride of
+            the logits before their final resize, against the labels downsampled to it
+            (nearest), instead of the upsampled logits against the full labels (the default,
+            Sec 4.1). See `training/losses.py`.
         init_checkpoint: optional checkpoint (or model dir) whose model weights initialise
             training, e.g. stage 2 from stage 1.
     """
@@ -95,6 +99,7 @@ class TrainingConfig:
     image_summary_every: int = 500
     seed: int = 0
     deterministic: bool = False
+    label_downsampling: bool = False
     init_checkpoint: Optional[str] = None
 
     def __post_init__(self):
@@ -111,6 +116,9 @@ class TrainingConfig:
         _check(self.mixed_precision in PRECISIONS,
                f"training.mixed_precision must be one of {list(PRECISIONS)}. "
                f"Received: {self.mixed_precision!r}")
+        _check(isinstance(self.label_downsampling, bool),
+               f"training.label_downsampling must be true or false. "
+               f"Received: label_downsampling={self.label_downsampling!r}")
         object.__setattr__(self, "aux_loss_weights", dict(self.aux_loss_weights or {}))
 
 

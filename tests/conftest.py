@@ -14,7 +14,14 @@ try:
         _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
     )
 except RuntimeError:  # already initialised by an earlier import in this process
-    pass
+    # Usable only if that split was into two as well: the tests that check two replicas
+    # against one device would otherwise run on one replica and prove nothing.
+    _started = len(tf.config.list_logical_devices("CPU"))
+    if _started < 2:
+        raise RuntimeError(
+            f"the tests need 2 logical CPUs, but TensorFlow started with {_started} before "
+            "tests/conftest.py could split the CPU (a plugin or an import ran it first)"
+        ) from None
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,11 @@
    `<model_dir>/checkpoints/` and the resolved config in `<model_dir>/config.yaml`;
 3. `deeplab_family.export` (in this process) to `<export_dir>/1/` at output stride 8, with
    probabilities and every TFLite mode at a small fixed size.
+
+The model normalises its input as the demo's does ("tf": x / 127.5 - 1), so that its TFLite
+files have the op list the README states. Consumers only read the fixture: `<export_dir>` holds
+version 1 alone, for every test in every order; a test that writes an export writes it to its
+own directory (or a copy).
 """
 
 import functools
@@ -110,8 +115,9 @@ def make_model_dir(model_dir, records, name="deeplabv3", train=True):
     """A model dir as training leaves it: checkpoints/ and config.yaml."""
     config = config_lib.ExperimentConfig.from_dict({
         # A fast BN moving average, so that a short training gives usable inference statistics.
+        # The demo's normalisation (train_configs/tiny_deeplabv3_os16_synthetic.yaml).
         "model": {"name": name, "num_classes": NUM_CLASSES,
-                  "backbone": {**TINY_BACKBONE, "norm_momentum": 0.8},
+                  "backbone": {**TINY_BACKBONE, "norm_momentum": 0.8, "preprocessing": "tf"},
                   "head": dict(TINY_HEADS[name])},
         "train_data": {"file_pattern": records["train"], "crop_size": 64},
         "eval_data": {"file_pattern": records["val"], "batch_size": 1},

@@ -147,10 +147,10 @@ def test_evaluate_os4_from_os16_weights_cli(shards, tmp_path, capsys):
     model_dir = str(tmp_path / "model")
     _save(_random_model(config, output_stride=16), model_dir)
     code = evaluate.main(["--config", TINY_CONFIG, "--model-dir", model_dir, "--output-stride",
-                          "4", *_sets(shards)])
+                          "4", "--scales", "1.0", *_sets(shards), "--set", "evaluation.flip=false"])
     assert code == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["output_stride"] == 4 and last["num_images"] == 6
+    assert last["output_stride"] == 4 and last["num_images"] == 6 and last["flip"] is False
     assert 0 <= last["miou"] <= 1
     assert os.path.exists(os.path.join(model_dir, "eval_os4_scales1.json"))
 

@@ -1,10 +1,13 @@
 """Export: the SavedModel (TF Serving layout, both signatures, fresh-process parity with Keras,
-the REST payload as TF Serving decodes it, bad input), TFLite parity in every mode, and every
+the REST payload as TF Serving decodes it, multi-scale + flip as written, bad input), TFLite
+parity in every mode (the README's op list, int8 within 1 mIoU point of float), and every
 registered model converting to builtin-only TFLite."""
 
 import base64
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,8 +18,9 @@ import tensorflow as tf
 
 from deeplab_family import export as export_lib
 from deeplab_family.config import ExportConfig
+from deeplab_family.inference import multi_scale_probabilities
 from deeplab_family.models import build_model, registered_models
-from deeplab_family.predict import TFLitePredictor, fit_to_size
+from deeplab_family.predict import TFLitePredictor, fit_to_size, restore_size
 from tests import export_fixtures as ef
 
 
@@ -227,7 +231,8 @@ def test_multi_scale_and_flip_are_baked_in(fx, keras_model):
     serve = tf.function(functions.serve_image_tensor,
                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     got = serve(image[None])
-    # The reference, view by view: resize, run, soft-max, resize back, un-mirror, average.
+    # The reference, view by view: resize, run, resize the logits back, soft-max, un-mirror,
+    # average (research/deeplab's order; see inference.multi_scale_probabilities).
     x = tf.constant(image[None], tf.float32)
     size = image.shape[:2]
     views = []
@@ -236,14 +241,46 @@ def test_multi_scale_and_flip_are_baked_in(fx, keras_model):
             x, [max(1, round(size[0] * scale)), max(1, round(size[1] * scale))])
         for mirror in (False, True):
             view = scaled[:, :, ::-1] if mirror else scaled
-            probs = tf.nn.softmax(keras_model(view, training=False)["logits"], axis=-1)
-            probs = tf.image.resize(probs, size)
+            logits = tf.image.resize(keras_model(view, training=False)["logits"], size)
+            probs = tf.nn.softmax(logits, axis=-1)
             views.append(probs[:, :, ::-1] if mirror else probs)
     want = np.mean([v.numpy() for v in views], axis=0)
     np.testing.assert_allclose(got["probabilities"].numpy(), want, atol=1e-4)
     np.testing.assert_array_equal(got["semantic_predictions"].numpy(), want.argmax(-1))
     single = _keras_probabilities(keras_model, image)
     assert np.abs(want[0] - single).max() > 1e-3  # the ensemble is not a no-op
+
+
+def test_written_saved_model_keeps_scales_and_flip(fx, keras_model, tmp_path):
+    """`export.scales` and `export.flip` as `export` writes them: the reloaded SavedModel gives
+    (for a mixed-size batch, so each image through the per-image path) the probabilities of
+    `inference.multi_scale_probabilities` on the Keras model, what `evaluate` computes."""
+    scales = (0.75, 1.0, 1.25)
+    config = dataclasses.replace(fx["config"], export=dataclasses.replace(
+        fx["config"].export, scales=scales, flip=True, probabilities=True))
+    info = export_lib.export(config, fx["model_dir"], str(tmp_path / "export"),
+                             log=lambda m: None)
+    assert info["scales"] == list(scales) and info["flip"] is True
+    serve = tf.saved_model.load(info["path"]).signatures["serving_default"]
+
+    def keras_views(image, scales, flip):
+        x = tf.constant(image[None], tf.float32)
+        return multi_scale_probabilities(
+            lambda v: keras_model(v, training=False)["logits"], x, scales, flip).numpy()[0]
+
+    data = [_read(p) for p in fx["records"]["val_images"][:2]]
+    images = [_decode(d) for d in data]
+    assert images[0].shape != images[1].shape
+    got = serve(image_bytes=tf.constant(data))
+    wants = [keras_views(image, scales, True) for image in images]
+    for i, (image, want) in enumerate(zip(images, wants)):
+        h, w = image.shape[:2]
+        np.testing.assert_allclose(got["probabilities"][i, :h, :w].numpy(), want, atol=1e-4)
+        np.testing.assert_array_equal(got["semantic_predictions"][i, :h, :w], want.argmax(-1))
+    # Dropping either choice moves the probabilities by far more than the tolerance.
+    for other_scales, other_flip in ((scales, False), ((1.0,), True), ((1.0,), False)):
+        other = keras_views(images[0], other_scales, other_flip)
+        assert np.abs(other - wants[0]).max() > 1e-2, (other_scales, other_flip)
 
 
 # ------------------------------------------------------------------------------------------
@@ -307,11 +344,17 @@ def test_versions_increase_and_a_failed_export_leaves_nothing(tmp_path, monkeypa
     assert sorted(os.listdir(export_dir)) == before
 
 
-def test_cli_reads_the_model_dir_config_and_writes_the_next_version(fx, keras_model, capsys):
-    assert export_lib.main(["--model-dir", fx["model_dir"], "--export-dir", fx["export_dir"],
+def test_cli_reads_the_model_dir_config_and_writes_the_next_version(fx, keras_model, tmp_path,
+                                                                    capsys):
+    # Into a copy of the shared export dir: the fixture keeps version 1 alone for every test.
+    export_dir = str(tmp_path / "export")
+    shutil.copytree(fx["export_dir"], export_dir)
+    assert export_lib.main(["--model-dir", fx["model_dir"], "--export-dir", export_dir,
                             "--set", "export.probabilities=false"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary == {"saved_model": os.path.join(fx["export_dir"], "2"), "tflite": {}}
+    assert summary == {"saved_model": os.path.join(export_dir, "2"), "tflite": {}}
+    assert export_lib.versions(export_dir) == [1, 2]
+    assert export_lib.versions(fx["export_dir"]) == [1]
     serve = tf.saved_model.load(summary["saved_model"]).signatures["serving_default"]
     assert sorted(serve.structured_outputs) == ["image_sizes", "semantic_predictions"]
     # Without probabilities, a single view takes the argmax of the logits: the same classes.
@@ -344,36 +387,105 @@ def _agreement(a, b):
 
 
 @pytest.fixture(scope="module")
-def fitted_val(fx):
-    """Val images fitted to the TFLite size, as predict and the calibration fit them."""
-    return [fit_to_size(image, ef.TFLITE_SIZE)[0] for image, _ in ef.val_examples(fx)]
+def val_fitted(fx, keras_model):
+    """`[(fitted image, fitted size, native label, Keras classes on the fitted image)]`: val
+    images fitted to the TFLite size, as predict and the calibration fit them."""
+    out = []
+    for image, label in ef.val_examples(fx):
+        fitted, size = fit_to_size(image, ef.TFLITE_SIZE)
+        classes = keras_model(fitted[None], training=False)["logits"].numpy()[0].argmax(-1)
+        out.append((fitted, size, label, classes.astype(np.uint8)))
+    return out
 
 
-# The parity targets (float32 >= 99.9%, float16 >= 99.5%) hold for the tiny model too. Its int8
-# agreement is lower (96.1%, against 99.4% for a trained model): 8-16 channels and 150 training
-# steps leave small class margins that 8-bit activations blur. The int8 target (mIoU within
-# 1 point of float) is measured on a trained model by benchmarks/tflite_parity.py; this floor
-# is well above the all-background agreement (~75%) and catches a broken conversion.
-FLOORS = {"float32": 0.999, "float16": 0.995, "dynamic": 0.99, "int8": 0.85}
+def _background_agreement(val_fitted):
+    """The agreement with Keras of a model that predicts background everywhere."""
+    return float(np.mean(np.concatenate([(k == 0).ravel() for *_, k in val_fitted])))
+
+
+def _miou(masks, labels, num_classes=ef.NUM_CLASSES, ignore=255):
+    """Mean IoU over the classes present in the labels or the predictions (255 ignored), from
+    the confusion matrix summed over the images."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for mask, label in zip(masks, labels):
+        keep = label != ignore
+        index = label[keep].astype(np.int64) * num_classes + mask[keep].astype(np.int64)
+        matrix += np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    return float(np.mean(inter[union > 0] / union[union > 0]))
+
+
+# The README's parity targets (float32 >= 99.9%, float16 >= 99.5%) hold for the tiny model too;
+# it measured 100%, 99.97%, 99.93% (dynamic) and 99.5% (int8), where predicting background
+# everywhere agrees on 71.6%. The int8 floor leaves room for the small class margins of 8-16
+# channels and 150 training steps (the "caffe" normalisation gave 95%); the README's int8
+# target itself (mIoU within 1 point of float) is `test_tflite_int8_miou_within_one_point_of_float`.
+# Every floor is checked to be well above the all-background agreement, so that a conversion
+# that lost the objects cannot pass.
+FLOORS = {"float32": 0.999, "float16": 0.995, "dynamic": 0.99, "int8": 0.9}
+ABOVE_BACKGROUND = 0.1
 
 
 @pytest.mark.parametrize("mode", export_lib.TFLITE_MODES)
-def test_tflite_parity_with_keras(fx, keras_model, fitted_val, mode):
+def test_tflite_parity_with_keras(fx, val_fitted, mode):
     predictor = TFLitePredictor(fx["tflite"][mode], num_threads=1)
     assert predictor.size == ef.TFLITE_SIZE
     assert predictor.input_dtype == np.float32
-    ops = fx["info"]["tflite"][mode]["ops"]
-    assert not [op for op in ops if "FLEX" in op.upper() or "CUSTOM" in op.upper()], ops
     agreements = []
-    for fitted in fitted_val:
-        want = keras_model(fitted[None], training=False)["logits"].numpy().argmax(-1)
+    for fitted, _, _, want in val_fitted:
         got = predictor.run(fitted[None])
         assert got.shape == (1, *ef.TFLITE_SIZE) and got.dtype == np.uint8
-        agreements.append(_agreement(got, want))
-    assert np.mean(agreements) >= FLOORS[mode], (mode, agreements)
+        agreements.append(_agreement(got[0], want))
+    background = _background_agreement(val_fitted)
+    assert FLOORS[mode] >= background + ABOVE_BACKGROUND, (FLOORS[mode], background)
+    assert np.mean(agreements) >= FLOORS[mode], (mode, agreements, background)
 
 
-def test_tflite_int8_with_integer_input(fx, keras_model, fitted_val, tmp_path):
+# The README's TFLite op list for DeepLabV3 ("Export, serving and TFLite"), on a model with its
+# demo's normalisation ("tf": the MUL and SUB of x / 127.5 - 1; "caffe"'s RGB -> BGR would add
+# a REVERSE_V2). Every atrous conv is one dilated CONV_2D with its BN folded in: ASPP's
+# tap-by-tap form would add FULLY_CONNECTED (and ADD_N, a float island in int8). Dynamic range
+# keeps the float32 list (its hybrid kernels take the int8 weights).
+README_OPS = {"ADD", "ARG_MAX", "CAST", "CONCATENATION", "CONV_2D", "MAX_POOL_2D", "MEAN", "MUL",
+              "PAD", "RESIZE_BILINEAR", "STRIDED_SLICE", "SUB"}
+README_MODE_OPS = {"float32": set(), "float16": {"DEQUANTIZE"}, "dynamic": set(),
+                   "int8": {"QUANTIZE"}}
+
+
+@pytest.mark.parametrize("mode", export_lib.TFLITE_MODES)
+def test_tflite_ops_are_the_readme_list(fx, mode):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=fx["tflite"][mode])
+    ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    assert ops == README_OPS | README_MODE_OPS[mode], sorted(ops)
+    assert fx["info"]["tflite"][mode]["ops"] == sorted(ops)  # export_info.json says the same
+
+
+def test_tflite_int8_miou_within_one_point_of_float(fx, val_fitted):
+    """The README's int8 target on the fixture's model: int8 mIoU at most 1 point below the
+    float Keras model's, on the val images (fitted inputs, masks mapped back to the native
+    labels), as `benchmarks/tflite_parity.py` measures it. The model is first checked to beat
+    an all-background prediction by far more than that point, so that an int8 model which lost
+    the objects fails (measured: float 26.8%, int8 27.0%, all background 9.8%)."""
+    labels = [label for _, _, label, _ in val_fitted]
+
+    def native(mask, size, label):
+        return restore_size(mask, size, label.shape)
+
+    float_miou = _miou([native(k, size, lb) for _, size, lb, k in val_fitted], labels)
+    background_miou = _miou([np.zeros_like(lb) for lb in labels], labels)
+    assert float_miou >= background_miou + 0.05, (float_miou, background_miou)
+    predictor = TFLitePredictor(fx["tflite"]["int8"], num_threads=1)
+    int8_miou = _miou([native(predictor.run(f[None])[0], size, lb)
+                       for f, size, lb, _ in val_fitted], labels)
+    print(f"mIoU: float {float_miou:.4f}, int8 {int8_miou:.4f}, "
+          f"all background {background_miou:.4f}")
+    assert float_miou - int8_miou <= 0.01, (float_miou, int8_miou)
+
+
+def test_tflite_int8_with_integer_input(fx, keras_model, val_fitted, tmp_path):
     saved = export_lib.write_tflite_saved_model(keras_model, ef.TFLITE_SIZE, str(tmp_path / "sm"))
     pattern = fx["records"]["train"]
 
@@ -388,11 +500,7 @@ def test_tflite_int8_with_integer_input(fx, keras_model, fitted_val, tmp_path):
     scale, zero_point = predictor.input_quantization
     # Calibrated on real pixels, the uint8 input is (nearly) the raw 0..255 pixels.
     assert abs(scale - 1.0) < 0.05 and abs(zero_point) <= 3, (scale, zero_point)
-    agreements = [
-        _agreement(predictor.run(f[None]),
-                   keras_model(f[None], training=False)["logits"].numpy().argmax(-1))
-        for f in fitted_val
-    ]
+    agreements = [_agreement(predictor.run(f[None])[0], want) for f, _, _, want in val_fitted]
     assert np.mean(agreements) >= FLOORS["int8"], agreements
 
 

@@ -80,8 +80,10 @@ def test_predict_writes_voc_palette_masks_and_overlays(fx, images, tmp_path, kin
         background = mask == 0
         np.testing.assert_array_equal(overlay[background], pixels[background])
     if kind == "saved_model":
-        # An export dir resolves to its highest version; the mask is the signature's output.
-        assert loaded.path == predict.resolve_saved_model(fx["export_dir"])
+        # An export dir resolves to its highest version (the fixture's only one: no other test
+        # writes into it); the mask is the signature's output.
+        assert loaded.path == predict.resolve_saved_model(fx["export_dir"]) == fx["saved_model"]
+        assert sorted(os.listdir(fx["export_dir"])) == ["1"]
         serve = tf.saved_model.load(fx["saved_model"]).signatures["serving_default"]
         want = serve(image_bytes=tf.constant([predict.read_image(images[0])[0]]))
         stem = os.path.splitext(os.path.basename(images[0]))[0]

@@ -15,7 +15,7 @@ STANDARD_STAGE_CHANNELS = (256, 512, 1024, 2048)
 STEMS = ("standard", "deep")
 PREPROCESSING = ("caffe", "tf")
 MAX_CASCADE_BLOCKS = 3  # DeepLabv3 Sec 3.2 goes up to block7 = block4 + 3 replicas.
-_DERIVABLE = ("stage_depths", "stage_widths", "stage_channels")
+_DERIVABLE = ("stage_depths", "stage_widths", "stage_channels", "stride_in_1x1")
 
 
 def _as_int_tuple(name, value, allow_none=True):
@@ -57,17 +57,22 @@ class BackboneConfig:
         width_per_group: channels per group of the res2 3x3 conv (64 for ResNet, 4 for 32x4d).
         se_ratio: None, or the Squeeze-and-Excitation reduction (1/16 in Hu et al.) applied to
             the output of every unit (ExFuse Sec 4).
-        output_stride: input size / res5 size. Powers of two from 8 to `32 * 2**cascade_blocks`.
+        output_stride: input size / res5 size. Powers of two from 4 to `32 * 2**cascade_blocks`.
+            At 4 (DeepLabv3 Appendix C evaluates Cityscapes at 4) res2 keeps the stem's stride
+            and res3, res4, res5 run at rates 2, 4, 8 (x multi-grid for res5).
         multi_grid: unit rates of the last stage and of every cascaded block (DeepLabv3 Sec
             3.2.1); one positive int per unit of the last stage. None = all ones.
         cascade_blocks: 0..3 replicas of the last stage appended as block5..block7 (DeepLabv3
             Sec 3.2, Fig. 3).
-        stride_in_1x1: True puts a unit's stride on its first 1x1 conv, as Caffe / MSRA ResNet
-            v1 and keras.applications do; False puts it on the 3x3 conv ("v1.5": torchvision,
-            Model Garden, research/deeplab). Default True, because the only ImageNet weights this
-            package imports (keras.applications, `weights.py`) were trained with it; a different
-            placement would still load but compute a different function. Builds matching Model
-            Garden's DilatedResNet set it to False.
+        stride_in_1x1: where a strided unit puts its stride. True: on its first 1x1 conv, as
+            Caffe / MSRA ResNet v1 and keras.applications do (the only ImageNet weights this
+            package imports, `weights.py`, were trained with it: a different placement would
+            still load but compute a different function). False: on the 3x3 conv ("v1.5":
+            torchvision, Model Garden, research/deeplab), as ResNeXt does (Xie et al. 2017,
+            and every public ResNeXt checkpoint: torchvision, timm). None (default): follows
+            the variant, resolved on construction: False for grouped nets (`groups > 1`,
+            ResNeXt), True otherwise. Builds matching Model Garden's DilatedResNet set it to
+            False.
         norm_momentum: BN moving-average momentum (DeepLabv3 Sec 4.1: decay 0.9997).
         norm_epsilon: BN epsilon.
         synchronized_bn: synchronise BN statistics across replicas.
@@ -78,6 +83,8 @@ class BackboneConfig:
 
     >>> BackboneConfig(depth=101, output_stride=16, multi_grid=(1, 2, 4)).stage_depths
     (3, 4, 23, 3)
+    >>> BackboneConfig().stride_in_1x1, BackboneConfig(groups=32, width_per_group=4).stride_in_1x1
+    (True, False)
     """
 
     depth: int | None = None
@@ -92,7 +99,7 @@ class BackboneConfig:
     output_stride: int = 32
     multi_grid: tuple[int, ...] | None = None
     cascade_blocks: int = 0
-    stride_in_1x1: bool = True
+    stride_in_1x1: bool | None = None
     norm_momentum: float = 0.9997
     norm_epsilon: float = 1e-5
     synchronized_bn: bool = False
@@ -206,6 +213,10 @@ class BackboneConfig:
                 )
         set_("multi_grid", multi_grid)
 
+        if self.stride_in_1x1 is None:
+            # ResNeXt strides its grouped 3x3 (Xie et al. 2017; torchvision, timm); ResNet v1
+            # as keras.applications has it strides the 1x1.
+            set_("stride_in_1x1", self.groups == 1)
         for name in ("stride_in_1x1", "synchronized_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
@@ -220,9 +231,9 @@ class BackboneConfig:
 
     @staticmethod
     def allowed_output_strides(cascade_blocks=0):
-        """Powers of two from 8 to the undilated stride of the last block, 32 * 2**cascade."""
+        """Powers of two from 4 to the undilated stride of the last block, 32 * 2**cascade."""
         top = int(math.log2(32)) + cascade_blocks
-        return tuple(2**k for k in range(3, top + 1))
+        return tuple(2**k for k in range(2, top + 1))
 
     @property
     def resolved_multi_grid(self):

@@ -14,6 +14,7 @@ import keras
 from deeplab_family.backbones.config import BackboneConfig
 from deeplab_family.backbones.image_normalization import ImageNormalization
 from deeplab_family.backbones.squeeze_excitation import SqueezeExcitation
+from deeplab_family.backbones.subsample import Subsample
 from deeplab_family.layers.conv import ConvNormAct
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
@@ -31,7 +32,16 @@ class UnitSpec:
     out_channels: int
     stride: int  # 1 or 2, on the first unit of a stage only
     dilation_rate: int  # atrous rate of the 3x3 conv (stage rate x multi-grid unit rate)
-    project: bool  # 1x1 projection shortcut (first unit of every stage and cascaded block)
+    # Shortcut (research/deeplab's slim `bottleneck`): a strided 1x1 projection conv when the
+    # depth changes; otherwise the identity, subsampled when the unit is strided (`Subsample`).
+    project: bool  # in_channels != out_channels: the first unit of res2..res5 in standard nets
+
+    @property
+    def shortcut(self):
+        """"projection", "subsample" or "identity"."""
+        if self.project:
+            return "projection"
+        return "subsample" if self.stride > 1 else "identity"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +78,20 @@ def stage_plan(config):
     rule. Model Garden's DilatedResNet ignores multigrid at OS32 (it only applies it to dilated
     stages); we do not.
 
-    Cascaded blocks replicate the last stage (same units, widths and a projection shortcut on
-    their first unit, as Model Garden's `last_stage_repeats`). Without dilation each is
-    strided, so the undilated stride is 32 * 2**cascade_blocks (256 for block7, Sec 3.2). We
-    stride the first unit of each block, like every other stage here; the paper strides the
-    last conv of a block (slim's layout). Strides and rates per stage are the same.
+    At output stride 4 (DeepLabv3 Appendix C evaluates Cityscapes there) res2 keeps the stem's
+    stride 4 and every later stage is dilated: res3 rate 2, res4 rate 4, res5 rate 8 (x
+    multi-grid: 8, 16, 32 with (1, 2, 4)).
+
+    Cascaded blocks replicate the last stage ("duplicate several copies of the last ResNet
+    block", Sec 3.2: same units and widths). A unit projects its shortcut only when its depth
+    changes, as research/deeplab's slim `bottleneck` does: block5..block7 take block4's 2048
+    channels in and give 2048 out, so their shortcuts are identities, subsampled when the block
+    is strided (slim's `subsample`, a 1x1 max pool; here `Subsample`). Model Garden's
+    `last_stage_repeats` instead projects the first unit of every repeat (12.6M more weights
+    for block7 with ResNet-101). Without dilation each block is strided, so the undilated stride is
+    32 * 2**cascade_blocks (256 for block7, Sec 3.2). We stride the first unit of each block,
+    like every other stage here; the paper strides the last conv of a block (slim's layout).
+    Strides and rates per stage are the same.
 
     Returns:
         A tuple of `StageSpec`, res2..res5 then block5.. in order.
@@ -103,8 +122,9 @@ def stage_plan(config):
                 raise ValueError(
                     f"{name}_unit{j + 1} would put stride {unit_stride} and atrous rate "
                     f"{unit_rate} on the same 3x3 conv (multi_grid={config.multi_grid} at "
-                    f"output_stride={config.output_stride}). Use multi_grid[0] = 1, a smaller "
-                    f"output_stride, or stride_in_1x1=True."
+                    f"output_stride={config.output_stride}, stride_in_1x1=False, the default "
+                    f"for groups > 1). Use multi_grid[0] = 1, a smaller output_stride, or "
+                    f"stride_in_1x1=True."
                 )
             units.append(
                 UnitSpec(
@@ -114,7 +134,7 @@ def stage_plan(config):
                     out_channels=out_channels,
                     stride=unit_stride,
                     dilation_rate=unit_rate,
-                    project=j == 0,
+                    project=in_channels != out_channels,
                 )
             )
             in_channels = out_channels
@@ -180,21 +200,25 @@ def _build_features(images, config, dtype):
 
     outputs = {}
     for stage in stage_plan(config):
-        for unit in stage.units:
-            x = _bottleneck(x, unit, config, conv, dtype)
+        for j, unit in enumerate(stage.units):
+            x = _bottleneck(x, unit, config, conv, dtype, first=j == 0)
         outputs[stage.name] = x
     return {key: outputs[stage] for key, stage in feature_layout(config)}
 
 
-def _bottleneck(x, unit, config, conv, dtype):
+def _bottleneck(x, unit, config, conv, dtype, first):
     name = unit.name
     stride_1x1 = unit.stride if config.stride_in_1x1 else 1
     stride_3x3 = 1 if config.stride_in_1x1 else unit.stride
     shortcut = x
-    if unit.project:
+    if unit.shortcut == "projection":
         shortcut = conv(
             unit.out_channels, 1, strides=unit.stride, activation=None, name=f"{name}_shortcut"
         )(x)
+    elif first:
+        # slim's `subsample` (pixel s*i, as the strided convs); at stride 1 the identity. Present
+        # at every stride, so that the layer list does not depend on the output stride.
+        shortcut = Subsample(unit.stride, dtype=dtype, name=f"{name}_shortcut")(x)
     y = conv(unit.width, 1, strides=stride_1x1, name=f"{name}_conv1")(x)
     y = conv(
         unit.width,
@@ -217,17 +241,22 @@ class ResNetBackbone(keras.Model):
     """A functional ResNet-family backbone: images -> {"res2", "res3", "res4", "res5", ...}.
 
     Built from a `BackboneConfig`: ResNet-50/101/152 v1, ResNeXt, SE, the deep stem, output
-    stride 8/16/32 (and up to 256 with cascaded blocks), multi-grid and cascaded blocks.
+    stride 4/8/16/32 (and up to 256 with cascaded blocks), multi-grid and cascaded blocks.
     The input is float32 RGB in [0, 255]; the first layer normalises it ("caffe" or "tf").
     Outputs are a dict in the order res2, res3, res4, res5 (+ "block4".. with cascade); the
     strides are in `feature_strides`, the channels in `feature_channels`.
 
     The variables (names, shapes, order) do not depend on `output_stride`, `multi_grid` or the
-    stride placement, so a checkpoint trained at OS16 loads into an OS8 build.
+    stride placement, and neither does the list of layers (see `Subsample`), so a checkpoint
+    trained at OS16 loads into an OS8 or OS4 build.
 
     Layer names are stable: "preprocess", "stem_conv1".., "stem_pool", then
     "<stage>_unit<j>_{shortcut,conv1,conv2,conv3,se,add,out}" with stage in res2..res5,
     block5..block7; each conv is a `ConvNormAct` with sublayers `.conv` and `.norm`.
+    "<unit>_shortcut" is a `ConvNormAct` where the unit changes depth (the first unit of each
+    standard stage), a `Subsample` on the first unit of a stage or block that keeps its depth
+    (the cascaded blocks: the identity, subsampled when the block is strided), and absent on
+    the other units (identity).
 
     Args:
         config: a `BackboneConfig` or its dict.
@@ -238,7 +267,7 @@ class ResNetBackbone(keras.Model):
     Example:
 
     >>> backbone = build_backbone(BackboneConfig(depth=50, output_stride=16))
-    >>> {k: v.shape for k, v in backbone(keras.ops.zeros((1, 65, 65, 3))).items()}
+    >>> {k: tuple(v.shape) for k, v in backbone(keras.ops.zeros((1, 65, 65, 3))).items()}
     {'res2': (1, 17, 17, 256), 'res3': (1, 9, 9, 512), 'res4': (1, 5, 5, 1024),
      'res5': (1, 5, 5, 2048)}
 

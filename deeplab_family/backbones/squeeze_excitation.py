@@ -25,7 +25,7 @@ class SqueezeExcitation(keras.layers.Layer):
 
     Example:
 
-    >>> SqueezeExcitation(4)(keras.ops.ones((1, 9, 9, 64))).shape
+    >>> tuple(SqueezeExcitation(4)(keras.ops.ones((1, 9, 9, 64))).shape)
     (1, 9, 9, 64)
 
     Reference:

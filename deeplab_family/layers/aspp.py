@@ -19,7 +19,8 @@ def aspp_rates(output_stride, base=(6, 12, 18)):
     same field of view in image pixels, and requires every base rate to be even.
 
     Args:
-        output_stride: int. 8, 16 or 32.
+        output_stride: int. 4, 8, 16 or 32. At 4 (DeepLabv3 Appendix C's Cityscapes
+            evaluation) the rule doubles them again: (24, 48, 72).
         base: sequence of ints. The rates at output stride 16.
 
     Returns:
@@ -30,7 +31,7 @@ def aspp_rates(output_stride, base=(6, 12, 18)):
     >>> aspp_rates(8)
     (12, 24, 36)
     """
-    _validate.one_of("output_stride", output_stride, {8, 16, 32})
+    _validate.one_of("output_stride", output_stride, {4, 8, 16, 32})
     base = _rate_tuple("base", base)
     if output_stride <= _BASE_OUTPUT_STRIDE:
         return tuple(r * (_BASE_OUTPUT_STRIDE // output_stride) for r in base)
@@ -87,7 +88,7 @@ class ASPP(keras.layers.Layer):
     Example:
 
     >>> aspp = ASPP(filters=256, rates=aspp_rates(16))
-    >>> aspp(keras.ops.ones((2, 33, 33, 64))).shape
+    >>> tuple(aspp(keras.ops.ones((2, 33, 33, 64))).shape)
     (2, 33, 33, 256)
 
     Reference:

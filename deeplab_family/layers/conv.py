@@ -52,7 +52,7 @@ class AtrousConv2D(keras.layers.Conv2D):
     Example:
 
     >>> conv = AtrousConv2D(256, 3, dilation_rate=12, padding="same", use_bias=False)
-    >>> conv(keras.ops.ones((1, 33, 33, 64))).shape
+    >>> tuple(conv(keras.ops.ones((1, 33, 33, 64))).shape)
     (1, 33, 33, 256)
     """
 
@@ -193,7 +193,7 @@ class ConvNormAct(keras.layers.Layer):
     Example:
 
     >>> layer = ConvNormAct(256, 3, dilation_rate=6)
-    >>> layer(keras.ops.ones((2, 33, 33, 64))).shape
+    >>> tuple(layer(keras.ops.ones((2, 33, 33, 64))).shape)
     (2, 33, 33, 256)
 
     Reference:

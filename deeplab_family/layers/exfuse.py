@@ -31,32 +31,59 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
     zero and cut both the low-level feature and its gradient there, and the GCN decoder that
     ExFuse extends uses no BN in its blocks either.
 
+    Alignment of the upsampling: the inputs are backbone-aligned maps (pixel `i` of a stride-`s`
+    map sits on image pixel `s * i`), so high `i` is resized corner-aligned and stride-exactly
+    with its ratio `r_i` = stride(high_i) / stride(low) (`ResizeLike(align_corners=True,
+    stride=r_i)`): low pixel `p` reads high_i at `p / r_i`, at every input size. A half-pixel
+    resize would shift the gate by (r_i - 1) / 2 low pixels (14 image pixels for res5 into res2
+    of a stride-32 backbone). `r_i = 1` (equal strides, a dilated backbone) is the identity.
+    The default `None` means consecutive levels of an undilated backbone, (2, 4, 8, ...);
+    ExFuse's builder passes the ratios of the backbone's `feature_strides`. Configs saved
+    without `upsample_ratios` load with "half_pixel", the resize they were trained with.
+
     Args:
         filters: int or None. Channels of each conv, which must equal `low`'s channels; `None`
             reads them from `low` in `build`.
         kernel_size: int. Kernel of the convs (3 in Fig 4).
+        upsample_ratios: sequence of ints, None or "half_pixel". stride(high_i) / stride(low),
+            one per high-level input, see above; "half_pixel" is a plain `tf.image.resize`,
+            not aligned to the backbone.
 
     Example:
 
-    >>> seb = SemanticEmbeddingBranch()
+    >>> seb = SemanticEmbeddingBranch(upsample_ratios=(2, 4))
     >>> low = keras.ops.ones((1, 65, 65, 16))
     >>> highs = [keras.ops.ones((1, 33, 33, 32)), keras.ops.ones((1, 17, 17, 64))]
-    >>> seb([low, *highs]).shape
+    >>> tuple(seb([low, *highs]).shape)
     (1, 65, 65, 16)
 
     Reference:
         Zhang et al., "ExFuse: Enhancing Feature Fusion for Semantic Segmentation", ECCV 2018.
     """
 
-    def __init__(self, filters=None, kernel_size=3, **kwargs):
+    def __init__(self, filters=None, kernel_size=3, upsample_ratios=None, **kwargs):
         super().__init__(**kwargs)
         if filters is not None:
             _validate.positive_int("filters", filters)
         _odd_kernel("kernel_size", kernel_size)
+        if upsample_ratios is not None and upsample_ratios != "half_pixel":
+            try:
+                ratios = tuple(upsample_ratios)
+            except TypeError:
+                ratios = ()
+            if not ratios or any(
+                isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ratios
+            ):
+                raise ValueError(
+                    "upsample_ratios must be None, 'half_pixel' or a non-empty sequence of ints "
+                    f">= 1, one per high-level input. Received: upsample_ratios={upsample_ratios!r}"
+                )
+            upsample_ratios = ratios
         self.filters = filters
         self.kernel_size = kernel_size
+        self.upsample_ratios = upsample_ratios
         self.convs = []
-        self.resize = ResizeLike("bilinear", dtype=self.dtype_policy, name="resize")
+        self.resizes = []
 
     def build(self, input_shape):
         if (
@@ -88,19 +115,51 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
         ])
         for conv, shape in zip(self.convs, input_shape[1:]):
             conv.build(shape)
+        num_high = len(input_shape) - 1
+        ratios = self.upsample_ratios
+        if ratios is None:
+            ratios = tuple(2 ** (i + 1) for i in range(num_high))
+        elif ratios == "half_pixel":
+            ratios = (None,) * num_high
+        elif len(ratios) != num_high:
+            raise ValueError(
+                "upsample_ratios must give one ratio per high-level input. Received: "
+                f"upsample_ratios={self.upsample_ratios!r} for {num_high} high-level inputs"
+            )
+        self.resizes = tuple(
+            ResizeLike("bilinear", dtype=self.dtype_policy, name=f"resize_{i}")
+            if r is None
+            else ResizeLike(
+                "bilinear", align_corners=True, stride=r, dtype=self.dtype_policy,
+                name=f"resize_{i}",
+            )
+            for i, r in enumerate(ratios)
+        )
 
     def call(self, inputs):
         low, *highs = inputs
         x = low
-        for conv, high in zip(self.convs, highs):
-            x = ops.multiply(x, self.resize([conv(high), low]))
+        for conv, resize, high in zip(self.convs, self.resizes, highs):
+            x = ops.multiply(x, resize([conv(high), low]))
         return x
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+        ratios = self.upsample_ratios
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "upsample_ratios": list(ratios) if isinstance(ratios, tuple) else ratios,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before the ratios existed: keep the half-pixel resize the weights were trained
+        # with.
+        return cls(**{"upsample_ratios": "half_pixel", **config})
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -133,7 +192,7 @@ class SemanticSupervision(keras.layers.Layer):
 
     >>> ss = SemanticSupervision(filters=64, num_classes=1000)
     >>> out = ss(keras.ops.ones((2, 33, 33, 32)))
-    >>> out["features"].shape, out["logits"].shape
+    >>> tuple(out["features"].shape), tuple(out["logits"].shape)
     ((2, 33, 33, 64), (2, 1000))
 
     Reference:
@@ -224,7 +283,7 @@ class SubPixelUpsample(keras.layers.Layer):
 
     Example:
 
-    >>> SubPixelUpsample(2)(keras.ops.ones((1, 17, 17, 84))).shape
+    >>> tuple(SubPixelUpsample(2)(keras.ops.ones((1, 17, 17, 84))).shape)
     (1, 34, 34, 21)
 
     Reference:
@@ -295,7 +354,7 @@ class DenselyAdjacentPrediction(keras.layers.Layer):
 
     Example:
 
-    >>> DenselyAdjacentPrediction(3)(keras.ops.ones((1, 33, 33, 189))).shape
+    >>> tuple(DenselyAdjacentPrediction(3)(keras.ops.ones((1, 33, 33, 189))).shape)
     (1, 33, 33, 21)
 
     Reference:

@@ -32,7 +32,7 @@ class GlobalConvolution(keras.layers.Layer):
     Example:
 
     >>> gcn = GlobalConvolution(21, kernel_size=15)
-    >>> gcn(keras.ops.ones((1, 33, 33, 64))).shape
+    >>> tuple(gcn(keras.ops.ones((1, 33, 33, 64))).shape)
     (1, 33, 33, 21)
 
     Reference:
@@ -92,7 +92,7 @@ class BoundaryRefinement(keras.layers.Layer):
     Example:
 
     >>> br = BoundaryRefinement()
-    >>> br(keras.ops.ones((1, 33, 33, 21))).shape
+    >>> tuple(br(keras.ops.ones((1, 33, 33, 21))).shape)
     (1, 33, 33, 21)
 
     Reference:

@@ -23,6 +23,20 @@ def _odd_kernels(name, value):
     return values
 
 
+def _upsample_ratio(name, value):
+    if value != "half_pixel":
+        _validate.positive_int(name, value)
+    return value
+
+
+def _aligned_resize(ratio, dtype, name):
+    """Upsampling between backbone-aligned maps whose strides differ by `ratio` (an int):
+    corner-aligned and stride-exact. "half_pixel": `tf.image.resize`'s geometry."""
+    if ratio == "half_pixel":
+        return ResizeLike("bilinear", dtype=dtype, name=name)
+    return ResizeLike("bilinear", align_corners=True, stride=ratio, dtype=dtype, name=name)
+
+
 def _odd_kernel(name, value):
     _validate.positive_int(name, value)
     if value % 2 == 0:
@@ -53,9 +67,9 @@ class FeaturePyramidAttention(keras.layers.Layer):
       SENet (plain convs with bias, squeeze width `filters // se_ratio`).
     - Global pooling branch (`global_pooling`, the dotted box of Fig 3b): global average pool
       -> 1x1 conv + BN + ReLU -> upsampled to the input size. PAN 3.1 says it is "concatenated
-      with the output features", while the public ports add it, which keeps the output width
-      at `filters` with no extra conv. `global_pooling_merge="add"` (default) adds it;
-      "concat" concatenates it and projects back to `filters` with a 1x1 conv + BN + ReLU.
+      with the output features": `global_pooling_merge="concat"` (default) concatenates it and
+      projects back to `filters` with a 1x1 conv + BN + ReLU (the output width is `filters`
+      either way). The public ports add it instead ("add"), with no extra conv.
 
     Table 1's rows are `kernel_sizes` in {(3, 3, 3), (7, 5, 3)} x `pooling` in {"max", "avg"} x
     `global_pooling` in {False, True}, plus `attention="se", global_pooling=False`.
@@ -74,7 +88,8 @@ class FeaturePyramidAttention(keras.layers.Layer):
         pooling: str. "avg" ("AVE", the paper's choice) or "max" ("MAX") for the stride-2
             downsampling.
         global_pooling: bool. Whether to add the global-pooling branch ("GP").
-        global_pooling_merge: str. "add" or "concat", see above.
+        global_pooling_merge: str. "concat" (Sec 3.1, default) or "add" (the public ports),
+            see above.
         attention: str. "pyramid" (FPA) or "se" (Table 1's SENet-style baseline).
         se_ratio: int. Channel reduction of the SE attention (16 as in SENet); unused with the
             pyramid.
@@ -85,7 +100,7 @@ class FeaturePyramidAttention(keras.layers.Layer):
     Example:
 
     >>> fpa = FeaturePyramidAttention(64, kernel_sizes=(7, 5, 3), pooling="avg")
-    >>> fpa(keras.ops.ones((2, 33, 33, 128))).shape
+    >>> tuple(fpa(keras.ops.ones((2, 33, 33, 128))).shape)
     (2, 33, 33, 64)
 
     Reference:
@@ -99,7 +114,7 @@ class FeaturePyramidAttention(keras.layers.Layer):
         kernel_sizes=(7, 5, 3),
         pooling="avg",
         global_pooling=True,
-        global_pooling_merge="add",
+        global_pooling_merge="concat",
         attention="pyramid",
         se_ratio=16,
         synchronized=False,
@@ -163,6 +178,11 @@ class FeaturePyramidAttention(keras.layers.Layer):
         )
         if attention == "pyramid":
             self.attention_proj = ConvNormAct(filters, 1, name="attention_proj", **unit)
+            # Half-pixel resizes, unlike the decoders' corner-aligned ones: a 2x2 stride-2 pool
+            # puts level pixel j on the centre of its window, pixel 2j + 1/2 of the finer map,
+            # which is where `tf.image.resize` puts it (exactly for even sizes; at odd ones the
+            # "same" pool's last window is cut by the edge and the resize stretches by under
+            # half a coarse pixel).
             self.level_resize = ResizeLike("bilinear", dtype=self.dtype_policy, name="level_up")
             self.attention_resize = ResizeLike(
                 "bilinear", dtype=self.dtype_policy, name="attention_up"
@@ -195,6 +215,7 @@ class FeaturePyramidAttention(keras.layers.Layer):
                 keepdims=True, dtype=self.dtype_policy, name="gp_pool"
             )
             self.gp_conv = ConvNormAct(filters, 1, name="gp_conv", **unit)
+            # From a 1x1 map: a broadcast, whatever the alignment.
             self.gp_resize = ResizeLike("bilinear", dtype=self.dtype_policy, name="gp_up")
             if global_pooling_merge == "concat":
                 self.gp_project = ConvNormAct(filters, 1, name="gp_project", **unit)
@@ -291,10 +312,21 @@ class GlobalAttentionUpsample(keras.layers.Layer):
     - High: bilinearly upsampled to `low`'s run-time size. When its channels differ from
       `filters` a 1x1 conv + BN projects it first (at the coarse resolution; a 1x1 conv and BN
       commute with bilinear resizing, so this is the same map at a fraction of the cost). In
-      PAN's decoder the FPA and GAU outputs already have `filters` channels, so the identity is
-      used there, like a ResNet shortcut; the ports' learnt deconvolution is replaced by the
-      plain upsampling Fig 4 draws.
+      PAN's decoder with one width throughout, the FPA and GAU outputs already have `filters`
+      channels, so the identity is used there, like a ResNet shortcut; the ports' learnt
+      deconvolution is replaced by the plain upsampling Fig 4 draws.
     - Output: ReLU(gated low + upsampled high).
+
+    Alignment of the upsampling: `low` and `high` are backbone-aligned maps (pixel `i` of a
+    stride-`s` map sits on image pixel `s * i`), so with `upsample_ratio = r` = stride(high) /
+    stride(low) the resize is corner-aligned and stride-exact (`ResizeLike(align_corners=True,
+    stride=r)`): low pixel `p` reads high at `p / r`, at every input size. A half-pixel resize
+    would shift the high map by (r - 1) / 2 low pixels (6 image pixels from stride 16 to 4,
+    carried down the decoder by the identity path). `r = 1` (equal strides, e.g. res5 into res4
+    of a dilated backbone) is the identity. The default 2 is the step between consecutive
+    levels of an undilated backbone; PAN's builder passes each GAU the ratio of the backbone's
+    `feature_strides`. Configs saved without `upsample_ratio` load with "half_pixel", the
+    resize they were trained with.
 
     `global_pooling=False` is Table 3's first row: the low-level reduction plus the upsampled
     high-level features, without the gate.
@@ -307,14 +339,16 @@ class GlobalAttentionUpsample(keras.layers.Layer):
         filters: int. Output channels.
         low_kernel_size: int. Kernel of the low-level reduction conv: 3 (paper) or 1.
         global_pooling: bool. Whether to gate the low-level features (Table 3 "GP").
+        upsample_ratio: int or "half_pixel". stride(high) / stride(low), see above (2 by
+            default); "half_pixel" is a plain `tf.image.resize`, not aligned to the backbone.
         synchronized: bool. Synchronised BatchNorm across replicas.
         norm_momentum: float. BatchNorm momentum.
         norm_epsilon: float. BatchNorm epsilon.
 
     Example:
 
-    >>> gau = GlobalAttentionUpsample(64)
-    >>> gau([keras.ops.ones((2, 65, 65, 32)), keras.ops.ones((2, 33, 33, 128))]).shape
+    >>> gau = GlobalAttentionUpsample(64, upsample_ratio=2)
+    >>> tuple(gau([keras.ops.ones((2, 65, 65, 32)), keras.ops.ones((2, 33, 33, 128))]).shape)
     (2, 65, 65, 64)
 
     Reference:
@@ -326,6 +360,7 @@ class GlobalAttentionUpsample(keras.layers.Layer):
         filters,
         low_kernel_size=3,
         global_pooling=True,
+        upsample_ratio=2,
         synchronized=False,
         norm_momentum=0.9997,
         norm_epsilon=1e-5,
@@ -334,9 +369,11 @@ class GlobalAttentionUpsample(keras.layers.Layer):
         super().__init__(**kwargs)
         _validate.positive_int("filters", filters)
         _odd_kernel("low_kernel_size", low_kernel_size)
+        _upsample_ratio("upsample_ratio", upsample_ratio)
         self.filters = filters
         self.low_kernel_size = low_kernel_size
         self.global_pooling = bool(global_pooling)
+        self.upsample_ratio = upsample_ratio
         self.synchronized = synchronized
         self.norm_momentum = norm_momentum
         self.norm_epsilon = norm_epsilon
@@ -358,7 +395,7 @@ class GlobalAttentionUpsample(keras.layers.Layer):
         else:
             self.gate_pool = self.gate_conv = None
         self.high_proj = None
-        self.resize = ResizeLike("bilinear", dtype=self.dtype_policy, name="high_up")
+        self.resize = _aligned_resize(upsample_ratio, self.dtype_policy, "high_up")
         self.out_act = keras.layers.ReLU(dtype=self.dtype_policy, name="out_relu")
 
     def build(self, input_shape):
@@ -395,7 +432,14 @@ class GlobalAttentionUpsample(keras.layers.Layer):
             "filters": self.filters,
             "low_kernel_size": self.low_kernel_size,
             "global_pooling": self.global_pooling,
+            "upsample_ratio": self.upsample_ratio,
             "synchronized": self.synchronized,
             "norm_momentum": self.norm_momentum,
             "norm_epsilon": self.norm_epsilon,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before the ratio existed: keep the half-pixel resize the weights were trained
+        # with.
+        return cls(**{"upsample_ratio": "half_pixel", **config})

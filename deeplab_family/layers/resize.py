@@ -27,7 +27,9 @@ class ResizeLike(keras.layers.Layer):
     - `align_corners=True, stride=s`: exact for every size. Output pixel `p` samples the source
       at `p / s`; past the last source pixel the border is held (as bilinear clamps). Built
       from builtin TFLite ops: an edge pad of one pixel, an `align_corners` resize from
-      `h + 1` to `s * h + 1`, and a crop to `H`.
+      `h + 1` to `s * h + 1`, and a crop to `H`. `s` is the ratio of the two maps' strides:
+      the output stride for the final logits, stride(high) / stride(low) for the decoders'
+      steps (`GlobalAttentionUpsample`, `SemanticEmbeddingBranch`); 1 is the identity.
 
     `keras.ops.image.resize` has no `align_corners`, hence the TF op for those modes.
 
@@ -40,8 +42,8 @@ class ResizeLike(keras.layers.Layer):
     Example:
 
     >>> x, ref = keras.ops.ones((1, 33, 33, 21)), keras.ops.ones((1, 513, 513, 3))
-    >>> ResizeLike(align_corners=True, stride=16)([x, ref]).shape
-    TensorShape([1, 513, 513, 21])
+    >>> tuple(ResizeLike(align_corners=True, stride=16)([x, ref]).shape)
+    (1, 513, 513, 21)
     """
 
     def __init__(self, interpolation="bilinear", align_corners=False, stride=None, **kwargs):

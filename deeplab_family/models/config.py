@@ -21,13 +21,20 @@ class ModelConfig:
         backbone_weights: optional path of keras.applications ImageNet weights (`.h5` or
             `.weights.h5`) imported into the backbone before training. Never downloaded.
 
-    Example:
+    Example (a small ResNet, so that it runs in a second; the paper's DeepLabv3 backbone is
+    `{"depth": 101, "output_stride": 16, "multi_grid": [1, 2, 4]}`):
 
     >>> config = ModelConfig.from_dict({
     ...     "name": "deeplabv3", "num_classes": 21,
-    ...     "backbone": {"depth": 101, "output_stride": 16, "multi_grid": [1, 2, 4]},
+    ...     "backbone": {"stage_depths": [1, 1, 1, 3], "stage_widths": [8, 8, 16, 16],
+    ...                  "stage_channels": [16, 32, 32, 64], "stem_width": 8,
+    ...                  "output_stride": 16, "multi_grid": [1, 2, 4]},
     ...     "head": {"image_pooling": True}})
+    >>> import keras
+    >>> from deeplab_family.models import build_model
     >>> model = build_model(config)
+    >>> tuple(model(keras.ops.zeros((1, 65, 65, 3)))["logits"].shape)
+    (1, 65, 65, 21)
     """
 
     name: str = "deeplabv3"

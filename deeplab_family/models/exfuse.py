@@ -209,8 +209,13 @@ def build_exfuse(config, head, dtype=None):
     for level in levels:
         if head.seb and level in SEB_LEVELS:
             highs = [x[h] for h in range(level + 1, 5)]
+            # Each gate resized stride-exactly from its level's stride to this one's.
+            strides = backbone.feature_strides
+            ratios = [
+                strides[LEVEL_KEYS[h]] // strides[LEVEL_KEYS[level]] for h in range(level + 1, 5)
+            ]
             level_inputs[level] = SemanticEmbeddingBranch(
-                dtype=dtype, name=f"seb_{LEVEL_KEYS[level]}"
+                upsample_ratios=ratios, dtype=dtype, name=f"seb_{LEVEL_KEYS[level]}"
             )([x[level], *highs])
         else:
             level_inputs[level] = x[level]
@@ -310,9 +315,18 @@ class SSPretrainingClassifier(keras.Model):
 
     Example:
 
-    >>> model = build_ss_pretraining_classifier(BackboneConfig(depth=50), num_classes=1000)
-    >>> outputs = model(images)  # {"logits", "aux_res2", ..., "aux_res5"}
-    >>> loss = model.weighted_loss(labels, outputs)
+    A small ResNet here, so that it runs in a second (`BackboneConfig(depth=101, groups=32,
+    width_per_group=4)` is the paper's ResNeXt-101):
+
+    >>> small = BackboneConfig(stage_depths=(1, 1, 1, 1), stage_widths=(8, 8, 16, 16),
+    ...                        stage_channels=(16, 32, 32, 64), stem_width=8)
+    >>> model = build_ss_pretraining_classifier(small, num_classes=1000)
+    >>> outputs = model(keras.ops.zeros((2, 64, 64, 3)))
+    >>> sorted(outputs)
+    ['aux_res2', 'aux_res3', 'aux_res4', 'aux_res5', 'logits']
+    >>> loss = model.weighted_loss(keras.ops.array([3, 7]), outputs)  # one class id per image
+    >>> tuple(loss.shape), tuple(outputs["logits"].shape)
+    ((), (2, 1000))
     """
 
     def __init__(

@@ -30,7 +30,6 @@ from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import (
     BoundaryRefinement,
     GlobalConvolution,
-    ResizeLike,
     SubPixelUpsample,
 )
 from deeplab_family.models.common import full_resolution, image_input
@@ -41,30 +40,50 @@ LEVEL_KEYS = {1: "res2", 2: "res3", 3: "res4", 4: "res5"}  # ExFuse's level l = 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
 class CropLike(keras.layers.Layer):
-    """Crops `inputs[0]` to the spatial size of `inputs[1]`, keeping the top-left corner.
+    """Takes every `step`-th pixel of `inputs[0]` from the top-left corner, then crops it to
+    the spatial size of `inputs[1]`.
 
     The decoder's x2 upsampling of a level with n pixels gives 2n, while the next level has
     2n or 2n - 1 (the backbone's stride-2 layers give ceil(size / 2)). Its strided layers pad
-    symmetrically, so pixel i of a level sits on pixel 2i of the level below, which is also
-    pixel 2i of the upsampled map: cropping the extra last row/column keeps every pixel in
-    place, where a bilinear resize from 2n to 2n - 1 would shift the map by up to half a pixel.
-    The crop is assumed to remove at most a little; `inputs[0]` must not be smaller than
-    `inputs[1]`.
+    symmetrically, so pixel i of a level sits on pixel 2i of the level below, which the
+    decoder takes to be pixel 2i of the upsampled map (see `gcn_decoder`): cropping the extra
+    last row/column (`step=1`) keeps every pixel in place, where a bilinear resize from 2n to
+    2n - 1 would shift the map by up to half a pixel. When the next level has the same stride
+    (a dilated backbone), `step=2` takes pixels 0, 2, 4, ...: pixel 2i of the upsampled map,
+    the one that sits on the level's pixel i. `inputs[0]` must have at least `step` times the
+    size of `inputs[1]`.
+
+    Args:
+        step: int. Subsampling step before the crop (1: crop only).
 
     Example:
 
-    >>> CropLike()([keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 5, 5, 8))]).shape
+    >>> tuple(CropLike()([keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 5, 5, 8))]).shape)
     (1, 5, 5, 21)
+    >>> up, level = keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 3, 3, 8))
+    >>> tuple(CropLike(step=2)([up, level]).shape)
+    (1, 3, 3, 21)
     """
+
+    def __init__(self, step=1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ValueError(f"step must be an int >= 1. Received: step={step!r}")
+        self.step = step
 
     def call(self, inputs):
         x, reference = inputs
         shape = ops.shape(reference)
+        if self.step > 1:
+            x = x[:, :: self.step, :: self.step, :]
         return x[:, : shape[1], : shape[2], :]
 
     def compute_output_shape(self, input_shape):
         x_shape, ref_shape = input_shape
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "step": self.step}
 
 
 def _feature_levels(value):
@@ -139,12 +158,18 @@ def gcn_decoder(
     first step), "align_<res>", "fuse_<res>" (the sum) and "br_fuse_<res>"; then "up_half",
     "br_half", "up_full", "crop_full", "br_full".
 
-    Alignment after each x2 step, read from the backbone's static strides: when the next level
-    has half the stride, the map is cropped to that level's run-time size (`CropLike`, which
-    keeps pixels in place). When it has the same stride (a dilated backbone, e.g. res4 and res5
-    at output stride 16), the x2 map is bilinearly resized back to the level's size. The
-    deconvolutions are the same in both cases, so a model trained at one output stride loads
-    at another with the same weights.
+    Alignment after each x2 step, read from the backbone's static strides. A stride-2 "same"
+    `Conv2DTranspose` with kernel k sends input pixel i to output pixels 2i - (k - 2) // 2 ...
+    2i + k - 1 - (k - 2) // 2 (for k = 4: 2i - 1 ... 2i + 2, a window centred on 2i + 1/2).
+    Which of them the map "sits on" is decided by the learnt kernel (ECRE's depth-to-space puts
+    sub-pixel (0, 0) of input pixel i on 2i); the decoder fixes it at 2i, the same in every
+    case: when the next level has half the stride, the x2 map is cropped to that level's
+    run-time size (`CropLike`: pixel 2i stays on the level's pixel 2i); when it has the same
+    stride (a dilated backbone, e.g. res4 and res5 at output stride 16), every second pixel is
+    taken (`CropLike(step=2)`: pixel 2i lands on the level's pixel i). Both are exact for the
+    kernels that put i on 2i, e.g. the corner-aligned bilinear x2 kernel (1/2, 1, 1/2 on
+    2i - 1, 2i, 2i + 1), which k = 4 holds; and since the deconvolutions are the same in both
+    cases, a model trained at one output stride loads at another with the same weights.
 
     Args:
         images: the model input (the final crop's reference size).
@@ -187,10 +212,14 @@ def gcn_decoder(
         key, upper = LEVEL_KEYS[level], LEVEL_KEYS[level + 1]
         up = upsample(y, f"up_{key}", first_up is None)
         ratio = feature_strides[upper] // feature_strides[key]
-        if ratio == 2:
-            up = CropLike(dtype=dtype, name=f"align_{key}")([up, features[key]])
-        else:  # same stride (dilated): back to the level's own size
-            up = ResizeLike("bilinear", dtype=dtype, name=f"align_{key}")([up, features[key]])
+        if ratio not in (1, 2):
+            raise ValueError(
+                "gcn_decoder needs each level at the stride of the level above or at half of "
+                f"it. Received: feature_strides={feature_strides!r}"
+            )
+        # Half the stride: crop (pixel 2i stays on 2i). Same stride (dilated): every second
+        # pixel (2i lands on i).
+        up = CropLike(step=3 - ratio, dtype=dtype, name=f"align_{key}")([up, features[key]])
         if first_up is None:
             first_up = up
         if level in level_inputs:

@@ -48,17 +48,25 @@ class PANHead:
             (3, 3, 3) is "C333".
         fpa_pooling: "avg" ("AVE", the paper's choice) or "max" ("MAX").
         fpa_global_pooling: the global pooling branch ("GP").
-        fpa_global_pooling_merge: "add" (the public ports) or "concat" (Sec 3.1's word); see
-            `FeaturePyramidAttention`.
-        fpa_pyramid_filters: channels inside the pyramid; None = `filters // 4`, the ratio of
-            the public ports (see `FeaturePyramidAttention`).
+        fpa_global_pooling_merge: "concat" (Sec 3.1: "concatenated", the default) or "add"
+            (the public ports); see `FeaturePyramidAttention`.
+        fpa_filters: channels of the FPA output; None = `filters`.
+        fpa_pyramid_filters: channels inside the pyramid; None = `fpa_filters // 4`, the ratio
+            of the public ports (see `FeaturePyramidAttention`).
         gau: bool. Global Attention Upsample with res4, res3 and res2. False is the naive
             decoder of Table 1 (logits at res5's stride, bilinearly upsampled).
         gau_global_pooling: the GAU's global-context gate ("GP" of Table 3; False is its first
             GAU row).
         gau_low_kernel_size: 3 (paper) or 1 (Table 3's "1x1 Conv" row): the low-level
             reduction conv.
-        filters: channels of the FPA output and of every GAU output.
+        gau_filters: output channels of the GAUs on res4, res3 and res2, in that order; None =
+            `filters` for each. A GAU whose high-level input is wider projects it (1x1 conv +
+            BN).
+        filters: the common width: of the FPA output and of every GAU output, unless
+            `fpa_filters` / `gau_filters` say otherwise.
+
+    Each GAU upsamples stride-exactly by the ratio of the backbone's `feature_strides` (2, or 1
+    between res5 and res4 of a dilated backbone); see `GlobalAttentionUpsample`.
 
     PAN does not give channel counts. `filters=256` for FPA and all three GAUs, because:
     (1) Sec 3.2 calls GAU's 3x3 conv a channel *reduction* of the backbone features and GAU "a
@@ -68,16 +76,24 @@ class PANHead:
     with no projection (the shortcut of Fig 4); only res5 without FPA (Table 3) is projected.
     (3) The public ports keep the backbone widths (FPA at 2048 with a 512-wide pyramid, GAUs
     at 1024/512/256): their FPA's first 7x7 conv alone (2048 -> 512) has 51M weights. Here the
-    head has 12.3M (ResNet-101: 42.7M), 8.0M of it in FPA (6.4M in its 7x7 conv, 2048 -> 64),
-    and the res2 GAU, the costliest in MACs, is the ports' own (256 -> 256).
+    head has 12.4M (ResNet-101: 42.7M), 8.1M of it in FPA (6.4M in its 7x7 conv,
+    2048 -> 64), and the res2 GAU, the costliest in MACs, is the ports' own (256 -> 256). The
+    ports' widths are `fpa_filters: 2048, fpa_pyramid_filters: 512, gau_filters: [1024, 512,
+    256]` (train_configs/pan_r101deep_os16_voc_trainaug_portwidths.yaml).
 
-    Example:
+    Example (Table 2's "C333" + "MAX" head on a small deep-stem ResNet, so that it runs in a
+    second; the paper's backbone is `{"depth": 101, "stem": "deep", "output_stride": 16}`):
 
+    >>> from deeplab_family.models import ModelConfig, build_model
     >>> config = ModelConfig.from_dict({
     ...     "name": "pan", "num_classes": 21,
-    ...     "backbone": {"depth": 101, "stem": "deep", "output_stride": 16},
+    ...     "backbone": {"stage_depths": [1, 1, 1, 1], "stage_widths": [8, 8, 16, 16],
+    ...                  "stage_channels": [16, 32, 32, 64], "stem": "deep", "stem_width": 8,
+    ...                  "output_stride": 16},
     ...     "head": {"fpa_kernel_sizes": [3, 3, 3], "fpa_pooling": "max"}})
     >>> model = build_model(config)
+    >>> tuple(model(keras.ops.zeros((1, 65, 65, 3)))["logits"].shape)
+    (1, 65, 65, 21)
 
     Reference:
         Li et al., "Pyramid Attention Network for Semantic Segmentation", BMVC 2018.
@@ -88,11 +104,13 @@ class PANHead:
     fpa_kernel_sizes: tuple[int, ...] = (7, 5, 3)
     fpa_pooling: str = "avg"
     fpa_global_pooling: bool = True
-    fpa_global_pooling_merge: str = "add"
+    fpa_global_pooling_merge: str = "concat"
+    fpa_filters: int | None = None
     fpa_pyramid_filters: int | None = None
     gau: bool = True
     gau_global_pooling: bool = True
     gau_low_kernel_size: int = 3
+    gau_filters: tuple[int, int, int] | None = None
     filters: int = 256
 
     def __post_init__(self):
@@ -137,11 +155,23 @@ class PANHead:
             raise ValueError(
                 f"model.head.filters must be an int >= 1. Received: filters={self.filters!r}"
             )
-        if self.fpa_pyramid_filters is not None and not positive(self.fpa_pyramid_filters):
-            raise ValueError(
-                "model.head.fpa_pyramid_filters must be None or an int >= 1. "
-                f"Received: fpa_pyramid_filters={self.fpa_pyramid_filters!r}"
-            )
+        for name in ("fpa_filters", "fpa_pyramid_filters"):
+            if getattr(self, name) is not None and not positive(getattr(self, name)):
+                raise ValueError(
+                    f"model.head.{name} must be None or an int >= 1. "
+                    f"Received: {name}={getattr(self, name)!r}"
+                )
+        if self.gau_filters is not None:
+            try:
+                widths = tuple(self.gau_filters)
+            except TypeError:
+                widths = ()
+            if len(widths) != 3 or not all(positive(w) for w in widths):
+                raise ValueError(
+                    "model.head.gau_filters must be None or three ints >= 1 (res4, res3, "
+                    f"res2), e.g. [1024, 512, 256]. Received: gau_filters={self.gau_filters!r}"
+                )
+            object.__setattr__(self, "gau_filters", widths)
 
 
 @register_model("pan", PANHead)
@@ -161,7 +191,7 @@ def build_pan(config, head, dtype=None):
     x = features["res5"]
     if head.fpa:
         x = FeaturePyramidAttention(
-            head.filters,
+            head.fpa_filters or head.filters,
             pyramid_filters=head.fpa_pyramid_filters,
             kernel_sizes=head.fpa_kernel_sizes,
             pooling=head.fpa_pooling,
@@ -173,15 +203,21 @@ def build_pan(config, head, dtype=None):
         )(x)
     if head.gau:
         # Fig 2: each GAU takes the next lower stage as its low-level input and the previous
-        # output as its high-level input, "upsampled gradually" to res2 (1/4).
-        for key in ("res4", "res3", "res2"):
+        # output as its high-level input, "upsampled gradually" to res2 (1/4), each step
+        # stride-exact by the ratio of the two strides.
+        strides = backbone.feature_strides
+        widths = head.gau_filters or (head.filters,) * 3
+        high_key = "res5"
+        for key, width in zip(("res4", "res3", "res2"), widths):
             x = GlobalAttentionUpsample(
-                head.filters,
+                width,
                 low_kernel_size=head.gau_low_kernel_size,
                 global_pooling=head.gau_global_pooling,
+                upsample_ratio=strides[high_key] // strides[key],
                 name=f"gau_{key}",
                 **unit,
             )([features[key], x])
+            high_key = key
     # The paper does not place the classifier. We put the 1x1 logits conv after the last GAU
     # (at 1/4 of the input, or at the backbone's output stride with the naive decoder) and
     # upsample the logits, as DeepLabv3 does: the scores are smooth at that scale, and

@@ -6,7 +6,8 @@ Keras `fit` fails: keras-team/keras#20585) and on TPUs. What each step does (Dee
 Appendix A; PAN Sec 4):
 
 - the model's logits are at the input size, and the loss compares them with the untouched
-  labels; 255 is ignored; the loss is normalised by the valid pixels of the *global* batch, so it
+  labels (`training.label_downsampling`: at the logits' own stride instead, Table 8); 255 is
+  ignored; the loss is normalised by the valid pixels of the *global* batch, so it
   is the same at any replica count (`losses.py`);
 - SGD with momentum and the poly learning rate (`schedules.py`), evaluated at the loop's own
   step counter (it also counts the steps that mixed_float16 skips, so the schedule ends at
@@ -35,9 +36,15 @@ Around the steps:
 
 Example:
 
+(The last two lines are not run as a doctest: they need the synthetic TFRecords of `make demo`
+and minutes of CPU. `tests/training/test_loop.py` runs `train` on small shards.)
+
+>>> from deeplab_family.config import load_config
+>>> from deeplab_family.training.loop import train
 >>> config = load_config("train_configs/tiny_deeplabv3_os16_synthetic.yaml")
->>> result = train(config, "runs/tiny")   # strategy from config.runtime
->>> result["step"], result["loss"]
+>>> result = train(config, "runs/tiny")  # doctest: +SKIP
+>>> result["step"]  # doctest: +SKIP
+800
 """
 
 import dataclasses
@@ -56,7 +63,12 @@ from deeplab_family.data import palette
 from deeplab_family.data.pipeline import make_dataset
 from deeplab_family.models import build_model
 from deeplab_family.training import checkpoints
-from deeplab_family.training.losses import check_aux_weights, conv_kernels, replica_losses
+from deeplab_family.training.losses import (
+    check_aux_weights,
+    conv_kernels,
+    output_strides,
+    replica_losses,
+)
 from deeplab_family.training.progress import ProgressBar
 from deeplab_family.training.schedules import PolyWithWarmup
 
@@ -253,6 +265,10 @@ class Trainer:
         self.aux_loss_weights = check_aux_weights(self.model.output.keys(),
                                                   training.aux_loss_weights)
         self.kernels = conv_kernels(self.model)
+        # DeepLabv3 Table 8 without "UL": each output's loss at its logits' own stride.
+        self.label_strides = (
+            output_strides(self.model) if training.label_downsampling else None
+        )
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step
         )
@@ -285,6 +301,7 @@ class Trainer:
                 kernels=self.kernels,
                 num_replicas=self.num_replicas,
                 ignore_label=self.ignore_label,
+                label_strides=self.label_strides,
             )
             loss = terms["loss"]
             if self.loss_scaling:

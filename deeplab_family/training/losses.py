@@ -6,10 +6,19 @@ gradients, so the summed gradient is the gradient of the global loss whatever th
 (DeepLabv3 Sec 4.1 computes BN statistics, and hence the loss, over the batch of 16; a per-replica
 mean would weight replicas with few valid pixels too much).
 
-- Cross-entropy on the full-resolution logits against the untouched labels (DeepLabv3 Sec 4.1,
-  "Upsampling logits"; Appendix A, Table 8): summed over the valid pixels of this replica and
-  divided by the number of valid pixels **in the global batch** (an all-reduce of the counts).
-  Pixels labelled `ignore_label` (255: VOC's void border, padding) are left out of both.
+- By default, cross-entropy on the full-resolution logits against the untouched labels
+  (DeepLabv3 Sec 4.1, "Upsampling logits"; Appendix A, Table 8): summed over the valid pixels
+  of this replica and divided by the number of valid pixels **in the global batch** (an
+  all-reduce of the counts). Pixels labelled `ignore_label` (255: VOC's void border, padding)
+  are left out of both.
+- `training.label_downsampling` (Table 8's row without "UL", "upsampling logits": the
+  ground truth is downsampled instead): each output's loss is taken at the stride of the
+  logits before their final resize (`output_strides`: 16 for DeepLabv3 at output stride 16),
+  on the labels at image pixels `(s*i, s*j)` (nearest, the pixel each logit sits on, as
+  research/deeplab's `resize_nearest_neighbor(align_corners=True)` picks at 513 = 16 * 32 + 1).
+  The model still upsamples, but its stride-exact resize reproduces the low-resolution logit
+  exactly at those pixels (and sends the whole gradient there), so the loss and its gradient
+  are those of the logits that were never upsampled.
 - `aux_*` outputs: the same loss on each, times its weight from `training.aux_loss_weights`. An
   aux output without a weight is an error, and so is a weight for an output the model lacks, so
   a typo cannot silently switch a loss off.
@@ -21,9 +30,19 @@ mean would weight replicas with few valid pixels too much).
 
 Example:
 
->>> terms = replica_losses(model(images, training=True), labels, num_replicas=2,
+Inside `strategy.run`, `num_replicas` is `strategy.num_replicas_in_sync`, and the sum of
+`terms["loss"]` over the replicas is the global loss. On its own (one replica), with a model
+whose logits are all zero, the cross-entropy is log(num_classes):
+
+>>> import keras
+>>> import numpy as np
+>>> from deeplab_family.training.losses import conv_kernels, replica_losses
+>>> model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(21, 1)])
+>>> images, labels = np.zeros((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4), np.int32)
+>>> terms = replica_losses({"logits": model(images, training=True)}, labels, num_replicas=1,
 ...                        aux_loss_weights={}, weight_decay=1e-4, kernels=conv_kernels(model))
->>> terms["loss"]  # sum over the replicas = the global loss
+>>> bool(np.isclose(terms["cross_entropy"], np.log(21)))
+True
 """
 
 import tensorflow as tf
@@ -59,6 +78,37 @@ def check_aux_weights(output_names, aux_loss_weights):
     return {n: float(weights[n]) for n in aux_outputs}
 
 
+def output_strides(model):
+    """`{output name: stride}` of the logits each output is resized from (`label_downsampling`).
+
+    Read from the output's `<name>_resize` layer (`models.common.full_resolution`): its
+    stride-exact `ResizeLike` stride (1 where a decoder already works at full resolution).
+    Raises `ValueError` for an output without one, whose low-resolution grid is unknown.
+    """
+    strides = {}
+    for name in model.output:
+        try:
+            layer = model.get_layer(f"{name}_resize")
+        except ValueError:
+            layer = None
+        stride = getattr(layer, "stride", None)
+        if stride is None:
+            raise ValueError(
+                f"training.label_downsampling needs each output's logits resized by a "
+                f"stride-exact `{name}_resize` layer; output {name!r} has none. Received: "
+                f"layer={layer!r}"
+            )
+        strides[name] = int(stride)
+    return strides
+
+
+def at_stride(logits, labels, stride):
+    """`logits` and `labels` at image pixels `(s*i, s*j)`: the low-resolution logits' grid."""
+    if stride == 1:
+        return logits, labels
+    return logits[:, ::stride, ::stride], labels[:, ::stride, ::stride]
+
+
 def valid_mask(labels, ignore_label=IGNORE_LABEL):
     """float32 mask of the pixels that count (label != ignore_label)."""
     return tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
@@ -82,7 +132,8 @@ def cross_entropy_sum(logits, labels, ignore_label=IGNORE_LABEL):
         tf.debugging.assert_equal(
             logits_hw, labels_hw,
             message="logits and labels differ in size: the model must upsample its logits to "
-                    "the input size (DeepLabv3 Sec 4.1); labels are never downsampled",
+                    "the input size (DeepLabv3 Sec 4.1); labels are downsampled only by "
+                    "training.label_downsampling",
         )
     ]):
         mask = valid_mask(labels, ignore_label)
@@ -130,6 +181,7 @@ def replica_losses(
     kernels=(),
     num_replicas=1,
     ignore_label=IGNORE_LABEL,
+    label_strides=None,
 ):
     """The loss terms of one replica; summed over the replicas they are the global-batch loss.
 
@@ -141,19 +193,32 @@ def replica_losses(
         kernels: the variables that decay (`conv_kernels(model)`).
         num_replicas: replicas in sync (the decay is split between them).
         ignore_label: the label that is not scored.
+        label_strides: None (the loss at full resolution), or `{output name: stride}`
+            (`output_strides(model)`): each output's loss at that stride, on the labels
+            subsampled to it and normalised by the valid pixels there (`label_downsampling`).
 
     Returns:
         A dict of float32 scalars: "loss" (what is differentiated), "cross_entropy", one entry
         per aux output (unweighted) and "weight_decay"; plus "valid_pixels" (this replica's).
     """
-    ce_sum, count = cross_entropy_sum(outputs["logits"], labels, ignore_label)
-    # The count does not depend on the weights; the guard keeps an all-ignored batch at 0.
-    denominator = tf.maximum(tf.stop_gradient(global_sum(count)), 1.0)
-    terms = {"cross_entropy": ce_sum / denominator}
+    strides = dict(label_strides or {})
+    denominators = {}  # by stride: one all-reduce of the valid pixels per stride
+
+    def scored(name):
+        stride = strides.get(name, 1)
+        ce_sum, count = cross_entropy_sum(*at_stride(outputs[name], labels, stride),
+                                          ignore_label)
+        if stride not in denominators:
+            # The count does not depend on the weights; the guard keeps an all-ignored batch
+            # at 0.
+            denominators[stride] = tf.maximum(tf.stop_gradient(global_sum(count)), 1.0)
+        return ce_sum / denominators[stride], count
+
+    terms = {}
+    terms["cross_entropy"], count = scored("logits")
     total = terms["cross_entropy"]
     for name, weight in aux_loss_weights.items():
-        aux_sum, _ = cross_entropy_sum(outputs[name], labels, ignore_label)
-        terms[name] = aux_sum / denominator
+        terms[name], _ = scored(name)
         if weight:
             total = total + weight * terms[name]
     terms["weight_decay"] = weight_decay_loss(kernels, weight_decay) / num_replicas

@@ -26,9 +26,12 @@ class StreamingConfusionMatrix:
 
     Example:
 
-    >>> cm = StreamingConfusionMatrix(21)
-    >>> cm.update(labels, predictions)   # int (batch, H, W) each, any number of times
-    >>> cm.result()["miou"]
+    >>> import numpy as np
+    >>> cm = StreamingConfusionMatrix(3)
+    >>> labels = np.array([[[0, 1], [2, 255]]])  # int (batch, H, W); 255 is not scored
+    >>> predictions = np.array([[[0, 1], [1, 0]]])
+    >>> cm.update(labels, predictions).result()["miou"]  # any number of updates; IoU 1, 1/2, 0
+    0.5
     """
 
     def __init__(self, num_classes, ignore_label=IGNORE_LABEL):

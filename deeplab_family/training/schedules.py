@@ -27,7 +27,7 @@ class PolyWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     >>> schedule = PolyWithWarmup(0.007, 30000)
     >>> float(schedule(15000))  # 0.007 * 0.5 ** 0.9
-    0.003750...
+    0.0037512...
     """
 
     def __init__(self, learning_rate, max_steps, power=0.9, end_learning_rate=0.0,

@@ -87,10 +87,21 @@ def _rates(model, stage, units):
     )
 
 
+def _shortcut_layer(model, unit):
+    names = {layer.name for layer in model.layers}
+    return model.get_layer(f"{unit}_shortcut") if f"{unit}_shortcut" in names else None
+
+
 def _stage_stride(model, stage):
     unit = model.get_layer(f"{stage}_unit1_conv1").conv.strides[0]
     unit *= model.get_layer(f"{stage}_unit1_conv2").conv.strides[0]
-    assert model.get_layer(f"{stage}_unit1_shortcut").conv.strides[0] == unit
+    shortcut = _shortcut_layer(model, f"{stage}_unit1")
+    if shortcut is None:  # identity: only on a unit that keeps size and depth
+        assert unit == 1, stage
+    elif hasattr(shortcut, "conv"):  # a projection conv
+        assert shortcut.conv.strides[0] == unit, stage
+    else:  # a `Subsample` (a unit that keeps its depth)
+        assert shortcut.strides == unit, stage
     return unit
 
 
@@ -187,7 +198,7 @@ def test_layer_names_are_stable():
         "stem_conv2",
         "stem_conv3",
         "stem_pool",
-        "res2_unit1_shortcut",
+        "res3_unit1_shortcut",
         "res3_unit1_conv1",
         "res4_unit2_conv2",
         "res5_unit3_conv3",
@@ -387,15 +398,15 @@ def test_plan_params_matches_built_with_se_deep_stem_and_cascade():
     [
         (
             dict(output_stride=12),
-            r"output_stride must be one of \[8, 16, 32\] with cascade_blocks=0. "
+            r"output_stride must be one of \[4, 8, 16, 32\] with cascade_blocks=0. "
             r"Received: output_stride=12",
         ),
-        (dict(output_stride=64), r"output_stride must be one of \[8, 16, 32\]"),
+        (dict(output_stride=64), r"output_stride must be one of \[4, 8, 16, 32\]"),
         (
             dict(output_stride=512, cascade_blocks=3),
-            r"\[8, 16, 32, 64, 128, 256\] with cascade_blocks=3. Received: output_stride=512",
+            r"\[4, 8, 16, 32, 64, 128, 256\] with cascade_blocks=3. Received: output_stride=512",
         ),
-        (dict(output_stride=4), r"Received: output_stride=4"),
+        (dict(output_stride=2), r"Received: output_stride=2"),
         (
             dict(multi_grid=(1, -2, 4)),
             r"multi_grid rates must be ints >= 1. Received: multi_grid=\(1, -2, 4\)",
@@ -476,7 +487,9 @@ def test_presets_and_build_from_name():
 def test_norm_settings_reach_every_bn():
     model = build_backbone(tiny_config(synchronized_bn=True, norm_momentum=0.99, norm_epsilon=1e-3))
     norms = [layer.norm for layer in model.layers if hasattr(layer, "norm")]
-    assert len(norms) == 1 + 7 * 3 + 4  # stem + 3 per unit + 4 projections
+    # stem + 3 per unit + 3 projections: the tiny res2 takes the stem's 8 channels and gives 8,
+    # so its first unit has an identity shortcut.
+    assert len(norms) == 1 + 7 * 3 + 3
     for norm in norms:
         assert norm.synchronized and norm.momentum == 0.99 and norm.epsilon == 1e-3
 

@@ -56,6 +56,21 @@ def np_resize_bilinear(x, out_h, out_w):
     return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
 
 
+def np_resize_stride_exact(x, out_h, out_w, r):
+    """x: (H, W, C) -> (out_h, out_w, C), output pixel p at source p / r (corner-aligned), the
+    border held past the last source pixel: the backbone geometry, pixel i on r * i."""
+
+    def axis(in_size, out_size):
+        src = np.minimum(np.arange(out_size) / r, in_size - 1)
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, in_size - 1), src - lo
+
+    lo, hi, t = axis(x.shape[0], out_h)
+    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
+    lo, hi, t = axis(x.shape[1], out_w)
+    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
+
+
 def np_depth_to_space(x, s):
     """(N, H, W, C*s*s) -> (N, H*s, W*s, C): out[n, i*s+a, j*s+b, c] = x[n, i, j, (a*s+b)*C+c]."""
     n, h, w, cs = x.shape
@@ -110,21 +125,29 @@ def test_seb_harness(num_high, kwargs):
     )
 
 
-def test_seb_equals_numpy_product_of_upsampled_convs():
-    """Eq 2 / Fig 4 with known weights: low * prod_i bilinear_up(conv3x3(high_i) + bias_i)."""
+@pytest.mark.parametrize("upsample_ratios", [None, (2, 4), (1, 4), "half_pixel"])
+def test_seb_equals_numpy_product_of_upsampled_convs(upsample_ratios):
+    """Eq 2 / Fig 4 with known weights: low * prod_i bilinear_up(conv3x3(high_i) + bias_i),
+    the upsampling stride-exact by each ratio (None: 2, 4), or half-pixel (legacy)."""
     low = random_image(9, 11, 3, seed=0)[0]
-    highs = [random_image(5, 6, 4, seed=1)[0], random_image(3, 3, 5, seed=2)[0]]
-    seb = SemanticEmbeddingBranch()
-    seb.build([(1, 9, 11, 3), (1, 5, 6, 4), (1, 3, 3, 5)])
+    first = (9, 11) if upsample_ratios == (1, 4) else (5, 6)
+    highs = [random_image(*first, 4, seed=1)[0], random_image(3, 3, 5, seed=2)[0]]
+    seb = SemanticEmbeddingBranch(upsample_ratios=upsample_ratios)
+    seb.build([(1, 9, 11, 3), (1, *first, 4), (1, 3, 3, 5)])
+    ratios = (2, 4) if upsample_ratios is None else upsample_ratios
     want = low.astype(np.float64)
     rng = np.random.default_rng(7)
-    for conv, high in zip(seb.convs, highs):
+    for i, (conv, high) in enumerate(zip(seb.convs, highs)):
         assert conv.norm is None and conv.act is None  # plain 3x3 conv with bias
         w = rng.uniform(-0.3, 0.3, (3, 3, high.shape[-1], 3)).astype("float32")
         b = np.full((3,), 0.5, "float32")
         conv.conv.kernel.assign(w)
         conv.conv.bias.assign(b)
-        want = want * np_resize_bilinear(np_conv_same(high.astype(np.float64), w, b), 9, 11)
+        gate = np_conv_same(high.astype(np.float64), w, b)
+        if ratios == "half_pixel":
+            want = want * np_resize_bilinear(gate, 9, 11)
+        else:
+            want = want * np_resize_stride_exact(gate, 9, 11, ratios[i])
     got = np.asarray(seb([low[None], *(h[None] for h in highs)]))[0]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
 
@@ -138,6 +161,21 @@ def test_seb_errors():
         ValueError, match="kernel_size must be an odd int >= 1. Received: kernel_size=2"
     ):
         SemanticEmbeddingBranch(kernel_size=2)
+    with pytest.raises(
+        ValueError, match=r"upsample_ratios must be .*Received: upsample_ratios=\(2, 0\)"
+    ):
+        SemanticEmbeddingBranch(upsample_ratios=(2, 0))
+    with pytest.raises(ValueError, match="one ratio per high-level input. Received: "):
+        SemanticEmbeddingBranch(upsample_ratios=(2,))(
+            [random_image(9, 9, 4), random_image(5, 5, 6), random_image(3, 3, 6)]
+        )
+
+
+def test_seb_config_saved_without_ratios_loads_half_pixel():
+    config = SemanticEmbeddingBranch(upsample_ratios=(2, 4)).get_config()
+    assert config["upsample_ratios"] == [2, 4]
+    del config["upsample_ratios"]
+    assert SemanticEmbeddingBranch.from_config(config).upsample_ratios == "half_pixel"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,11 +114,13 @@ def test_fpa_global_pooling_switch_and_merge():
     off = FeaturePyramidAttention(8, global_pooling=False)
     off(x)
     assert off.gp_conv is None and not any("gp_" in w.path for w in off.weights)
-    add = FeaturePyramidAttention(8, global_pooling=True)
+    add = FeaturePyramidAttention(8, global_pooling=True, global_pooling_merge="add")
     add(x)
     assert add.gp_project is None
-    cat = FeaturePyramidAttention(8, global_pooling=True, global_pooling_merge="concat")
+    # The default is Sec 3.1's "concatenated": [attended, gp] -> 1x1 conv back to filters.
+    cat = FeaturePyramidAttention(8, global_pooling=True)
     cat(x)
+    assert cat.global_pooling_merge == "concat"
     assert tuple(cat.gp_project.conv.kernel.shape) == (1, 1, 16, 8)
 
 
@@ -261,3 +263,202 @@ def test_gau_bad_arguments(kwargs, message):
 def test_gau_needs_two_inputs():
     with pytest.raises(ValueError, match=r"takes \[low, high\]"):
         GlobalAttentionUpsample(8)([random_image(9, 9, 4)] * 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references of the FPA pyramid and the GAU gate, with fixed weights
+
+
+def _set_unit(unit, rng):
+    """Fixed random weights on a ConvNormAct (kernel, bias or BN's four vectors)."""
+    unit.conv.kernel.assign(rng.uniform(-0.5, 0.5, unit.conv.kernel.shape).astype("float32"))
+    if unit.conv.bias is not None:
+        unit.conv.bias.assign(rng.uniform(-0.2, 0.2, unit.conv.bias.shape).astype("float32"))
+    if unit.norm is not None:
+        n = unit.filters
+        unit.norm.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+        unit.norm.beta.assign(rng.uniform(-0.3, 0.3, n).astype("float32"))
+        unit.norm.moving_mean.assign(rng.uniform(-0.2, 0.2, n).astype("float32"))
+        unit.norm.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
+
+
+def np_unit(x, unit):
+    """ConvNormAct in inference mode: stride-1 "same" odd-kernel conv, BN on the moving
+    statistics, then the activation. x: (H, W, Cin)."""
+    w = np.asarray(unit.conv.kernel, np.float64)
+    kh, kw = w.shape[:2]
+    xp = np.pad(x, ((kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    h, wd = x.shape[:2]
+    y = np.zeros((h, wd, w.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            y += np.tensordot(xp[i : i + h, j : j + wd], w[i, j], axes=([2], [0]))
+    if unit.conv.bias is not None:
+        y += np.asarray(unit.conv.bias)
+    if unit.norm is not None:
+        bn = unit.norm
+        y = (y - np.asarray(bn.moving_mean)) / np.sqrt(
+            np.asarray(bn.moving_variance, np.float64) + bn.epsilon
+        ) * np.asarray(bn.gamma) + np.asarray(bn.beta)
+    if unit.activation == "relu":
+        y = np.maximum(y, 0)
+    elif unit.activation == "sigmoid":
+        y = 1 / (1 + np.exp(-y))
+    return y
+
+
+def np_pool2(x, mode):
+    """2x2 stride-2 "same" pooling: ceil(H / 2), a cut last window over the pixels it has."""
+    h, w = x.shape[:2]
+    xp = np.pad(x, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=np.nan)
+    blocks = xp.reshape(xp.shape[0] // 2, 2, xp.shape[1] // 2, 2, x.shape[2])
+    return (np.nanmean if mode == "avg" else np.nanmax)(blocks, axis=(1, 3))
+
+
+def np_resize_half_pixel(x, out_h, out_w):
+    """tf.image.resize bilinear (half-pixel centres). x: (H, W, C)."""
+
+    def axis(n_in, n_out):
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        lo_f = np.floor(src)
+        lo = np.clip(lo_f, 0, n_in - 1).astype(int)
+        hi = np.clip(np.ceil(src), 0, n_in - 1).astype(int)
+        return lo, hi, src - lo_f
+
+    lo, hi, t = axis(x.shape[0], out_h)
+    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
+    lo, hi, t = axis(x.shape[1], out_w)
+    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
+
+
+def np_resize_stride_exact(x, out_h, out_w, r):
+    """Output pixel p at source p / r (the backbone geometry: pixel i on r * i), the border
+    held past the last source pixel. x: (H, W, C)."""
+
+    def axis(n_in, n_out):
+        src = np.minimum(np.arange(n_out) / r, n_in - 1)
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), src - lo
+
+    lo, hi, t = axis(x.shape[0], out_h)
+    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
+    lo, hi, t = axis(x.shape[1], out_w)
+    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
+
+
+def np_pyramid(x, fpa):
+    """The merged level-1 map: each level pools the one above 2x2/2 and convs it twice (the
+    first conv feeds the next level); from the coarsest up, finer + half-pixel up(coarser)."""
+    levels, y = [], x
+    for down, level in zip(fpa.down_convs, fpa.level_convs):
+        y = np_unit(np_pool2(y, fpa.pooling), down)
+        levels.append(np_unit(y, level))
+    merged = levels[-1]
+    for finer in reversed(levels[:-1]):
+        merged = finer + np_resize_half_pixel(merged, *finer.shape[:2])
+    return merged
+
+
+def np_fpa(x, fpa):
+    """Fig 3b: master * up(attention_proj(U-shaped pyramid)) [+ or concat] up(GP)."""
+    h, w = x.shape[:2]
+    master = np_unit(x, fpa.master)
+    attention = np_resize_half_pixel(np_unit(np_pyramid(x, fpa), fpa.attention_proj), h, w)
+    out = master * attention
+    if fpa.global_pooling:
+        gp = np_unit(x.mean(axis=(0, 1), keepdims=True), fpa.gp_conv)
+        gp = np.broadcast_to(gp, (h, w, gp.shape[-1]))
+        if fpa.global_pooling_merge == "add":
+            out = out + gp
+        else:
+            out = np_unit(np.concatenate([out, gp], axis=-1), fpa.gp_project)
+    return out
+
+
+@pytest.mark.parametrize(
+    "kwargs, size",
+    [
+        (dict(kernel_sizes=C357, pooling="avg"), (9, 10)),  # GP concatenated (default)
+        (dict(kernel_sizes=C333, pooling="max", global_pooling_merge="add"), (12, 7)),
+        (dict(kernel_sizes=C357, pooling="avg", global_pooling=False), (16, 16)),
+    ],
+)
+def test_fpa_equals_numpy_reference(kwargs, size):
+    """The whole FPA (pool, conv, BN in inference mode, the pyramid's U-shaped merge, the
+    attention multiply, the GP branch) against NumPy with fixed weights; odd sizes too."""
+    fpa = FeaturePyramidAttention(4, pyramid_filters=3, **kwargs)
+    x = random_image(*size, 5, seed=3)
+    fpa(x)
+    rng = np.random.default_rng(11)
+    units = [fpa.master, *fpa.down_convs, *fpa.level_convs, fpa.attention_proj]
+    units += [u for u in (fpa.gp_conv, fpa.gp_project) if u is not None]
+    for unit in units:
+        _set_unit(unit, rng)
+    x64 = x[0].astype(np.float64)
+    # The pyramid's attention is not a constant map on these weights.
+    assert np.std(np_unit(np_pyramid(x64, fpa), fpa.attention_proj)) > 1e-3
+    want = np_fpa(x64, fpa)
+    got = np.asarray(fpa(x, training=False))[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_fpa_pyramid_features_equal_numpy_merge():
+    """`pyramid_features`: level k's conv output plus the upsampled merged level k + 1."""
+    fpa = FeaturePyramidAttention(4, pyramid_filters=3, kernel_sizes=C357)
+    x = random_image(13, 11, 5, seed=4)
+    fpa(x)
+    rng = np.random.default_rng(5)
+    for unit in (*fpa.down_convs, *fpa.level_convs):
+        _set_unit(unit, rng)
+    got = [np.asarray(t)[0] for t in fpa.pyramid_features(x, training=False)]
+    np.testing.assert_allclose(
+        got[0], np_pyramid(x[0].astype(np.float64), fpa), atol=1e-4, rtol=1e-4
+    )
+
+
+def np_gau(low, high, gau):
+    """Fig 4: ReLU(BN(conv(low)) * gate(high) + up(high [projected])), up stride-exact."""
+    x = np_unit(low, gau.low_conv)
+    if gau.gate_conv is not None:
+        x = x * np_unit(high.mean(axis=(0, 1), keepdims=True), gau.gate_conv)
+    if gau.high_proj is not None:
+        high = np_unit(high, gau.high_proj)
+    up = np_resize_stride_exact(high, *low.shape[:2], gau.upsample_ratio)
+    return np.maximum(x + up, 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, high_c, ratio",
+    [
+        (dict(), 4, 2),  # GP + 3x3, identity high path, stride 16 -> 8
+        (dict(low_kernel_size=1), 7, 2),  # GP + 1x1, projected high
+        (dict(), 4, 1),  # equal strides (res5 -> res4 of a dilated backbone)
+        (dict(global_pooling=False), 7, 2),  # Table 3's first GAU row
+    ],
+)
+def test_gau_equals_numpy_reference(kwargs, high_c, ratio):
+    """The gate (pool -> 1x1 conv -> BN -> ReLU, multiplied into BN(conv(low))), the
+    stride-exact upsample and the sum against NumPy with fixed weights."""
+    gau = GlobalAttentionUpsample(4, upsample_ratio=ratio, **kwargs)
+    low = random_image(9, 11, 3, seed=6)
+    high = random_image(-(-9 // ratio), -(-11 // ratio), high_c, seed=7)
+    gau([low, high])
+    rng = np.random.default_rng(13)
+    for unit in (gau.low_conv, gau.gate_conv, gau.high_proj):
+        if unit is not None:
+            _set_unit(unit, rng)
+    want = np_gau(low[0].astype(np.float64), high[0].astype(np.float64), gau)
+    got = np.asarray(gau([low, high], training=False))[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+    if gau.gate_conv is not None:  # the gate is not the identity on these weights
+        gate = np_unit(high[0].mean(axis=(0, 1), keepdims=True), gau.gate_conv)
+        assert np.ptp(gate) > 0.1 and np.all(np.abs(gate - 1) > 1e-3)
+
+
+def test_gau_upsample_ratio_config_and_errors():
+    config = GlobalAttentionUpsample(8, upsample_ratio=1).get_config()
+    assert config["upsample_ratio"] == 1
+    del config["upsample_ratio"]  # saved before the ratio existed
+    assert GlobalAttentionUpsample.from_config(config).upsample_ratio == "half_pixel"
+    with pytest.raises(ValueError, match="upsample_ratio must be an int >= 1. Received: "):
+        GlobalAttentionUpsample(8, upsample_ratio=0)

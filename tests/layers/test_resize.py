@@ -52,6 +52,17 @@ def test_impulse_lands_on_its_image_pixel():
     assert abs(centre - 167.5) < 1e-3
 
 
+@pytest.mark.parametrize("size", [(9, 9), (8, 11)])
+def test_stride_one_between_equal_sizes_is_the_identity(size):
+    """Equal strides (a dilated backbone's res5 into res4): the decoders' resize leaves the
+    map exactly as it is, at odd and even sizes."""
+    x = random_image(*size, 3, seed=2)
+    ref = np.zeros((1, *size, 1), np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(ResizeLike(align_corners=True, stride=1)([x, ref])), x
+    )
+
+
 def test_align_corners_without_stride_matches_numpy():
     x = random_image(9, 7, 2)
     ref = np.zeros((1, 33, 25, 1), np.float32)

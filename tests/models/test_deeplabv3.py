@@ -181,7 +181,7 @@ def test_model_garden_oracle_resnet50():
     normalises in the input pipeline); it gets exactly the tensor our "preprocess" layer
     computes.
     """
-    pytest.importorskip("official.vision")
+    import official.vision  # noqa: F401  (pinned in requirements.lock: missing fails, never skips)
     config = _our_config(50)
     theirs = _build_model_garden(50)
     ours = build_model(config)
@@ -214,7 +214,7 @@ def test_param_count_equals_model_garden_resnet101():
 
     Ours counts what theirs counts: kernels, the logits bias, and BN's 4 vectors per channel
     (gamma, beta and the moving mean and variance)."""
-    pytest.importorskip("official.vision")
+    import official.vision  # noqa: F401  (pinned in requirements.lock: missing fails, never skips)
     theirs = _build_model_garden(101)
     ours = build_model(_our_config(101))
     print(f"DeepLabV3-R101 params: ours {ours.count_params():,}, "
@@ -436,6 +436,46 @@ def test_built_rates_table5_aspp_and_os8():
     assert [c.dilation_rate[0] for c in fixed8.get_layer("aspp").atrous_convs] == [6, 12, 18]
 
 
+def test_built_rates_and_geometry_at_os4():
+    """Appendix C evaluates Cityscapes (Table 13) at output stride 4. The OS16 config built at
+    4: res3, res4, res5 dilated 2, 4, 8 (x (1, 2, 4) on res5), ASPP rates doubled again from
+    OS8's (12, 24, 36) to (24, 48, 72), logits at ceil(H / 4); the same variables as at OS16."""
+    config = _tiny(ModelConfig.from_dict(_aspp((1, 2, 4), image_pooling=True)))
+    model4 = build_model(config.with_output_stride(4))
+    assert _conv2_rates(model4, "res3", 1) == (2,)
+    assert _conv2_rates(model4, "res4", 1) == (4,)
+    assert _conv2_rates(model4, "res5") == (8, 16, 32)
+    assert [c.dilation_rate[0] for c in model4.get_layer("aspp").atrous_convs] == [24, 48, 72]
+    pre = keras.Model(model4.input, model4.get_layer("logits_conv").output)
+    assert tuple(pre(random_images(65, 47)).shape) == (1, 17, 12, 21)
+    logits = model4(random_images(65, 47), training=False)["logits"]
+    assert tuple(logits.shape) == (1, 65, 47, 21)
+    assert np.all(np.isfinite(np.asarray(logits)))
+    model16 = build_model(config)
+    assert [(v.path, tuple(v.shape)) for v in model4.weights] == [
+        (v.path, tuple(v.shape)) for v in model16.weights
+    ]
+
+
+@pytest.mark.slow
+def test_block7_model_param_count():
+    """Table 3's best model (ResNet-101, block7, OS16, 21 classes), counted by hand.
+
+    block5..block7 copy block4 (res5): 3 units each, 2048 -> 512 -> 512 -> 2048 at stride 1,
+    so each unit's shortcut is the identity (no weights). Every conv is bias-free + BN (4
+    vectors per channel); the logits conv has a bias."""
+    resnet101 = 42_605_504  # tests/backbones/test_resnet.py EXPECTED_PARAMS, = its hand formula
+    unit = 2048 * 512 + 9 * 512 * 512 + 512 * 2048 + 4 * (512 + 512 + 2048)  # 4,468,736
+    logits = 2048 * 21 + 21
+    want = resnet101 + 3 * 3 * unit + logits
+    assert want == 82_867_157
+    model = build_model(ModelConfig.from_dict(_cascade(101, 3, multi_grid=(1, 2, 1))))
+    print(f"DeepLabv3 block7 (R101, OS16, 21 classes): {model.count_params():,} params")
+    assert model.count_params() == want
+    # A 2048 -> 2048 projection on each block's first unit would add 3 x (2048^2 + 4 x 2048).
+    assert 3 * (2048 * 2048 + 4 * 2048) == 12_607_488
+
+
 # ---------------------------------------------------------------------------------------------
 # Head options
 
@@ -446,6 +486,7 @@ def test_head_defaults_and_rates():
         True, 256, 0.0, False)
     assert head.rates_for(16) == (6, 12, 18)
     assert head.rates_for(8) == (12, 24, 36)
+    assert head.rates_for(4) == (24, 48, 72)  # the rate scales as 1 / output_stride
     assert DeepLabV3Head(fourth_rate=True).rates_for(8) == (12, 24, 36, 48)
     assert DeepLabV3Head(aspp_rates=[3, 6]).rates_for(8) == (3, 6)
 
@@ -481,5 +522,5 @@ def test_aspp_rates_need_a_standard_output_stride():
         name="deeplabv3",
         backbone=BackboneConfig(**TINY_BACKBONE, output_stride=64, cascade_blocks=1),
     )
-    with pytest.raises(ValueError, match=r"output_stride must be one of \[8, 16, 32\]"):
+    with pytest.raises(ValueError, match=r"output_stride must be one of \[4, 8, 16, 32\]"):
         build_model(config)

@@ -113,6 +113,54 @@ def test_paper_geometry_at_512():
     }
     levels = model.get_layer("fpa").pyramid_features(keras.KerasTensor((1, 32, 32, 2048)))
     assert [tuple(t.shape[1:3]) for t in levels] == [(16, 16), (8, 8), (4, 4)]
+    # Sec 3.1: the global pooling branch is "concatenated"; the GAUs step 16 -> 16 -> 8 -> 4.
+    assert model.get_layer("fpa").global_pooling_merge == "concat"
+    ratios = [model.get_layer(f"gau_{k}").upsample_ratio for k in ("res4", "res3", "res2")]
+    assert ratios == [1, 2, 2]
+
+
+def test_widths_are_config_keys():
+    """`filters` is the common width; `fpa_filters`, `fpa_pyramid_filters` and `gau_filters`
+    (res4, res3, res2) override it, and a GAU whose high input is wider projects it."""
+    common = tiny_pan()
+    assert [common.get_layer(f"gau_{k}").filters for k in ("res4", "res3", "res2")] == [16] * 3
+    assert common.get_layer("fpa").filters == 16
+    model = tiny_pan({"fpa_filters": 32, "fpa_pyramid_filters": 8, "gau_filters": [24, 16, 8]})
+    assert_forward(model, [(65, 65)], batch=1, num_classes=NUM_CLASSES)
+    c5 = TINY_BACKBONE["stage_channels"][3]
+    fpa = model.get_layer("fpa")
+    assert tuple(fpa.master.conv.kernel.shape) == (1, 1, c5, 32)
+    assert tuple(fpa.down_convs[0].conv.kernel.shape) == (7, 7, c5, 8)
+    high = 32
+    for key, width, low in zip(("res4", "res3", "res2"), (24, 16, 8), (2, 1, 0)):
+        gau = model.get_layer(f"gau_{key}")
+        low_c = TINY_BACKBONE["stage_channels"][low]
+        assert tuple(gau.low_conv.conv.kernel.shape) == (3, 3, low_c, width)
+        assert tuple(gau.high_proj.conv.kernel.shape) == (1, 1, high, width)
+        high = width
+    assert tuple(model.get_layer("logits_conv").kernel.shape) == (1, 1, 8, NUM_CLASSES)
+
+
+def test_port_widths_preset():
+    """train_configs/ holds the public ports' widths as a preset of the paper's config."""
+    import os
+
+    from deeplab_family.config import load_config
+    from deeplab_family.models.registry import head_config
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    base = load_config(os.path.join(root, "train_configs", "pan_r101deep_os16_voc_trainaug.yaml"))
+    ports = load_config(
+        os.path.join(root, "train_configs", "pan_r101deep_os16_voc_trainaug_portwidths.yaml")
+    )
+    head = head_config(ports.model)
+    assert (head.fpa_filters, head.fpa_pyramid_filters, head.gau_filters) == (
+        2048, 512, (1024, 512, 256)
+    )
+    assert head.fpa_global_pooling_merge == head_config(base.model).fpa_global_pooling_merge
+    assert head_config(base.model).fpa_global_pooling_merge == "concat"
+    assert ports.model.backbone == base.model.backbone
+    assert ports.training == base.training and ports.train_data == base.train_data
 
 
 def test_dynamic_sizes_gradients_and_round_trip():
@@ -136,3 +184,7 @@ def test_bad_head_options_name_themselves():
         tiny_pan({"fpa_kernels": [3, 3, 3]})
     with pytest.raises(ValueError, match="gau_low_kernel_size"):
         tiny_pan({"gau_low_kernel_size": 2})
+    with pytest.raises(ValueError, match=r"gau_filters must be .*Received: gau_filters=\(8, 8\)"):
+        tiny_pan({"gau_filters": [8, 8]})
+    with pytest.raises(ValueError, match="fpa_filters must be None or an int >= 1"):
+        tiny_pan({"fpa_filters": 0})

@@ -4,13 +4,8 @@ Every child process is bounded by a timeout and killed at the end, whatever happ
 """
 
 import json
-import os
-import queue
 import signal
-import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -20,63 +15,14 @@ from deeplab_family.training import checkpoints
 from tests.training.helpers import (
     TEST_OVERRIDES,
     TINY_CONFIG,
+    Child,
     data_overrides,
-    free_port,
+    start_cluster,
     subprocess_env,
 )
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 240  # seconds, per child process
-
-
-class Child:
-    """A child process whose output lines are read in the background."""
-
-    def __init__(self, args, env, cwd):
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )
-        self.lines = []
-        self._queue = queue.Queue()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, predicate, timeout):
-        """Waits for an output line satisfying `predicate`; returns it (None at exit)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                return None
-            if predicate(line):
-                return line
-        raise TimeoutError(f"no matching line within {timeout}s; output:\n" + self.output())
-
-    def wait(self, timeout):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise TimeoutError(f"the child ran over {timeout}s; output:\n" + self.output())
-
-    def kill(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self._thread.join(timeout=10)
-
-    def output(self):
-        return "\n".join(self.lines)
 
 
 @pytest.fixture
@@ -146,10 +92,8 @@ def test_two_worker_multi_worker_mirrored_run(shards, tmp_path, children):
     model_dir = str(tmp_path / "model")
     overrides = [*TEST_OVERRIDES, *data_overrides(shards), "runtime.strategy=multi_worker",
                  f"training.steps={steps}", "training.checkpoint_every=2"]
-    ports = [free_port(), free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    workers = []
-    for index in range(2):
+
+    def worker(cluster, index):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         child = Child(
             [sys.executable, str(script), TINY_CONFIG, json.dumps(overrides), model_dir,
@@ -157,9 +101,13 @@ def test_two_worker_multi_worker_mirrored_run(shards, tmp_path, children):
             subprocess_env(TF_CONFIG=tf_config), str(tmp_path),
         )
         children.append(child)
-        workers.append(child)
+        return child
+
+    # The ports are picked free but released before the workers bind them: start_cluster
+    # starts the cluster again on new ports if another process took one meanwhile.
+    workers = start_cluster(worker, 2, TIMEOUT)
     for child in workers:
-        assert child.wait(TIMEOUT) == 0, child.output()
+        assert child.proc.returncode == 0, child.output()
         assert f"WORKER DONE {steps}" in child.output()
     assert "2 replica(s)" in workers[0].output()
     a, b = (np.load(tmp_path / f"weights_{i}.npz") for i in range(2))

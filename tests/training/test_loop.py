@@ -3,15 +3,17 @@
 import glob
 import io
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplab_family import train as train_cli
 from deeplab_family.config import load_config
 from deeplab_family.training import checkpoints, loop
 from deeplab_family.training.progress import ProgressBar
-from tests.training.helpers import tiny_config
+from tests.training.helpers import TEST_OVERRIDES, TINY_CONFIG, data_overrides, tiny_config
 
 ONE_DEVICE = "runtime.strategy=one_device"
 
@@ -67,7 +69,17 @@ def test_train_checkpoints_summaries_and_resume(shards, model_dir):
     assert again["steps_run"] == 0
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, model_dir, monkeypatch):
+def _cli(shards, model_dir, *overrides):
+    """`python -m deeplab_family.train` in this process (its `main`): the exit status."""
+    sets = [*TEST_OVERRIDES, *data_overrides(shards), ONE_DEVICE, *overrides]
+    return train_cli.main(["--config", TINY_CONFIG, "--model-dir", model_dir,
+                           *[a for s in sets for a in ("--set", s)]])
+
+
+def test_nan_loss_exits_3_and_keeps_the_last_good_checkpoint(shards, model_dir, monkeypatch,
+                                                             capsys):
+    """NaN images from step 3 on: the loop raises TrainingDiverged before writing anything,
+    the command exits with status 3 and ckpt-2 stays the latest."""
     real = loop.make_dataset
 
     def poisoned(input_config, context=None, training=True):
@@ -75,11 +87,79 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, model_dir, mo
         return ds.map(lambda i, b: (tf.where(i >= 2, np.float32(np.nan), b[0]), b[1]))
 
     monkeypatch.setattr(loop, "make_dataset", poisoned)
-    config = tiny_config(shards, ONE_DEVICE, "training.steps=6", "training.checkpoint_every=2")
-    with pytest.raises(loop.TrainingDiverged, match=r"loss is nan at step 3.*ckpt-2"):
-        loop.train(config, model_dir, stream=io.StringIO())
+    assert _cli(shards, model_dir, "training.steps=6", "training.checkpoint_every=2") == 3
+    err = capsys.readouterr().err
+    assert re.match(r"error: the loss is nan at step 3 .*The last good checkpoint is \S*ckpt-2\.",
+                    err), err
     assert _ckpt_steps(model_dir) == [2]
     assert checkpoints.latest_checkpoint(model_dir).endswith("ckpt-2")
+
+
+def test_inf_loss_exits_3_and_keeps_the_last_good_checkpoint(shards, model_dir, monkeypatch,
+                                                             capsys):
+    """An infinite loss is a divergence too (the real step runs; its loss is made +inf)."""
+    real_step = loop.Trainer.train_step
+
+    def step(self, images, labels):
+        terms = real_step(self, images, labels)
+        return {**terms, "loss": float("inf")} if int(self.step.numpy()) == 2 else terms
+
+    monkeypatch.setattr(loop.Trainer, "train_step", step)
+    assert _cli(shards, model_dir, "training.steps=3", "training.checkpoint_every=1") == 3
+    err = capsys.readouterr().err
+    assert re.match(r"error: the loss is inf at step 2 .*The last good checkpoint is \S*ckpt-1\.",
+                    err), err
+    assert _ckpt_steps(model_dir) == [1]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _first_batch(config, model_dir, monkeypatch):
+    """The images of the first step `loop.train` takes in `model_dir` (it stops before it)."""
+    seen = []
+
+    def capture(self, images, labels):
+        seen.append(np.asarray(images))
+        raise _Stop
+
+    monkeypatch.setattr(loop.Trainer, "train_step", capture)
+    with pytest.raises(_Stop):
+        loop.train(config, model_dir, stream=io.StringIO())
+    monkeypatch.undo()
+    return seen[0]
+
+
+def test_resume_reseeds_the_input_pipeline_from_seed_and_step(shards, tmp_path, monkeypatch):
+    """The module's contract: a run resumed at step k draws its data from (seed, k), not the
+    epoch start a fresh run replays; the same (seed, k) gives the same batches."""
+    config = tiny_config(shards, ONE_DEVICE, "training.steps=10")
+    assert config.train_data.deterministic  # the element order is a function of the seed
+    fresh = _first_batch(config, str(tmp_path / "fresh"), monkeypatch)
+
+    resumed_dir = str(tmp_path / "resumed")
+    trainer = loop.Trainer(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    trainer.step.assign(3)
+    tf.train.CheckpointManager(trainer.checkpoint, checkpoints.checkpoint_dir(resumed_dir),
+                               max_to_keep=1).save(checkpoint_number=3)
+    resumed = _first_batch(config, resumed_dir, monkeypatch)
+    again = _first_batch(config, resumed_dir, monkeypatch)
+    other_seed = _first_batch(tiny_config(shards, ONE_DEVICE, "training.steps=10",
+                                          "training.seed=4"), resumed_dir, monkeypatch)
+    assert fresh.shape == resumed.shape == (4, 49, 49, 3)
+    np.testing.assert_array_equal(resumed, again)
+    assert not np.array_equal(resumed, fresh)  # not the epoch start again
+    assert not np.array_equal(resumed, other_seed)
+
+
+def test_split_cpu_refuses_a_count_the_running_runtime_cannot_give():
+    """TensorFlow already runs (with the test session's two logical CPUs): asking for more
+    logical CPUs is an error, never a silent run on fewer replicas."""
+    assert len(loop.split_cpu(2)) == 2
+    with pytest.raises(RuntimeError, match="cpu_replicas=3 but TensorFlow already started with "
+                                           "2 logical CPU"):
+        loop.split_cpu(3)
 
 
 def test_an_interrupted_checkpoint_write_never_replaces_the_last_good_one(

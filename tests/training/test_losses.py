@@ -70,6 +70,7 @@ def test_loss_is_normalised_by_the_global_batch_at_any_replica_count():
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     strategy = mirrored_strategy(devices)
+    assert strategy.num_replicas_in_sync == 2  # two replicas really split the batch
     dataset = tf.data.Dataset.from_tensors((logits, labels))
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
 
@@ -144,3 +145,92 @@ def test_poly_schedule_and_warmup():
     assert PolyWithWarmup.from_config(warm.get_config()).get_config() == warm.get_config()
     with pytest.raises(ValueError, match="warmup_steps must be in"):
         PolyWithWarmup(0.01, 10, warmup_steps=10)
+
+
+# -- training.label_downsampling (DeepLabv3 Table 8 without "UL")
+
+
+@pytest.mark.parametrize("size", [(17, 17), (20, 14)])  # s * (h - 1) + 1, and even sizes
+def test_label_downsampling_loss_and_gradient_are_those_of_the_low_resolution_logits(size):
+    """The upsampled logits scored at image pixels (s*i, s*j) = the raw logits, not upsampled."""
+    from deeplab_family.layers import ResizeLike
+
+    stride = 4
+    low_hw = (-(-size[0] // stride), -(-size[1] // stride))  # the backbone's ceil(H / s)
+    low_np, _ = _batch(seed=3, batch=2, size=low_hw, classes=5)
+    _, labels = _batch(seed=4, batch=2, size=size, classes=5)
+    low = tf.Variable(low_np)
+    with tf.GradientTape() as tape:
+        full = ResizeLike(align_corners=True, stride=stride)([low, tf.zeros((2, *size, 1))])
+        terms = replica_losses({"logits": full}, labels, aux_loss_weights={},
+                               label_strides={"logits": stride})
+    grad = tape.gradient(terms["cross_entropy"], low).numpy()
+
+    sub = labels[:, ::stride, ::stride]  # the label under each low-resolution logit
+    assert sub.shape == low_np.shape[:3]
+    ce, count = _np_cross_entropy(low_np, sub)
+    np.testing.assert_allclose(float(terms["cross_entropy"]), ce / count, rtol=1e-6)
+    assert float(terms["valid_pixels"]) == count
+    # d CE / d logits = (softmax - one-hot) / valid pixels, on the low-resolution grid only.
+    probs = np.exp(low_np - low_np.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    valid = sub != 255
+    want = (probs - np.eye(5)[np.where(valid, sub, 0)]) * valid[..., None] / count
+    np.testing.assert_allclose(grad, want, atol=1e-7)
+    # Without it, every pixel of the full-resolution labels counts.
+    full_terms = replica_losses({"logits": full}, labels, aux_loss_weights={})
+    assert float(full_terms["valid_pixels"]) == (labels != 255).sum()
+
+
+def test_label_downsampling_in_the_training_step_of_a_deeplabv3():
+    """`Trainer` with the option scores the model's stride-16 `logits_conv` against labels[::16]."""
+    from deeplab_family.config import load_config
+    from deeplab_family.training.loop import Trainer
+    from tests.training.helpers import TEST_OVERRIDES, TINY_CONFIG
+
+    config = load_config(TINY_CONFIG, [*TEST_OVERRIDES, "training.label_downsampling=true",
+                                       "training.weight_decay=0"])
+    trainer = Trainer(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert trainer.label_strides == {"logits": 16}
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 49, 49, 3)).astype("float32")
+    labels = rng.integers(0, 21, (2, 49, 49)).astype("int32")
+    labels[rng.random(labels.shape) < 0.2] = 255
+    raw = keras.Model(trainer.model.input, trainer.model.get_layer("logits_conv").output)
+    low = raw(images, training=True).numpy()  # BN in training mode, as in the step
+    assert low.shape == (2, 4, 4, 21)
+    ce, count = _np_cross_entropy(low, labels[:, ::16, ::16])
+
+    dataset = tf.data.Dataset.from_tensors((images, labels))
+    terms = trainer.train_step(*next(iter(trainer.strategy.experimental_distribute_dataset(
+        dataset))))
+    np.testing.assert_allclose(terms["cross_entropy"], ce / count, rtol=1e-5)
+    assert terms["valid_pixels"] == count
+
+
+def test_output_strides_and_the_table8_config():
+    import dataclasses
+    import os
+
+    from deeplab_family.config import TrainingConfig, load_config
+    from deeplab_family.models import ModelConfig, build_model
+    from deeplab_family.training.losses import output_strides
+    from tests.training.helpers import REPO, TINY_BACKBONE, TINY_HEADS
+
+    pan = build_model(ModelConfig("pan", 3, backbone=dict(TINY_BACKBONE), head=TINY_HEADS["pan"]))
+    assert output_strides(pan) == {"logits": 4}  # PAN's last GAU is at res2's stride
+    inputs = keras.Input((8, 8, 3))
+    no_resize = keras.Model(inputs, {"logits": keras.layers.Conv2D(3, 1, name="logits")(inputs)})
+    with pytest.raises(ValueError, match="has none"):
+        output_strides(no_resize)
+    with pytest.raises(ValueError, match="label_downsampling must be true or false"):
+        TrainingConfig(label_downsampling="yes")
+
+    configs = os.path.join(REPO, "train_configs")
+    base = load_config(os.path.join(configs, "deeplabv3_r101_os16_voc_trainaug.yaml"))
+    row = load_config(os.path.join(configs, "deeplabv3_r101_os16_voc_trainaug_no_upsampling.yaml"))
+    assert row.training == dataclasses.replace(base.training, label_downsampling=True)
+    assert (row.model, row.train_data, row.eval_data) == (
+        base.model, base.train_data, base.eval_data)
+    assert (row.evaluation.output_stride, row.evaluation.scales, row.evaluation.flip) == (
+        16, (1.0,), False)
