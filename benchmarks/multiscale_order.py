@@ -60,7 +60,7 @@ def main(argv=None):
     print(f"{prefix}: {images} images, OS{args.output_stride}, scales {scales}, flip {flip}")
     for o in orders:
         print(f"  resize {o:13s} then average: mIoU {matrices[o].miou():.4f}")
-    print(f"  difference: {matrices['logits'].miou() - matrices['probabilities'].miou():+.4f} "
+    print(f"  difference: {matrices['logits'].miou() - matrices['probabilities'].miou():+.6f} "
           f"mIoU; {changed} of {total} pixels ({100 * changed / total:.3f}%) change class")
 
 
