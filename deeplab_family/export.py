@@ -36,8 +36,9 @@ size. A batch of same-size images (and every `serve_image_tensor` batch) runs as
 without padding.
 
 `export.scales` and `export.flip` bake multi-scale and left-right flip inference into both
-signatures: the softmax probabilities of every scale (and its mirror) are averaged at the
-original size (DeepLabv3 Sec 4.3), with the same views as `evaluate`.
+signatures: the logits of every scale (and its mirror) are resized to the original size, turned
+into softmax probabilities and averaged (DeepLabv3 Sec 4.3), with the same views and code as
+`evaluate` (`inference.multi_scale_probabilities`).
 
 A string that is not a JPEG or a PNG fails the request with an InvalidArgumentError naming its
 index (`image_bytes[2] (11 bytes) is neither a JPEG nor a PNG image ...`); a model server
