@@ -167,7 +167,7 @@ class EvaluationConfig:
     def __post_init__(self):
         _check(self.output_stride in (4, 8, 16, 32),
                "evaluation.output_stride must be 4, 8, 16 or 32. "
-               f"Received: {self.output_stride!r}")
+               f"Received: output_stride={self.output_stride!r}")
         scales = tuple(float(s) for s in self.scales)
         _check(scales and all(s > 0 for s in scales),
                f"evaluation.scales must be positive numbers. Received: {self.scales!r}")

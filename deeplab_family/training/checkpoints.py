@@ -29,11 +29,23 @@ def latest_checkpoint(model_dir_or_prefix):
     return None
 
 
+def _model_variable_keys(prefix):
+    """The checkpoint keys of the model's own variables (not optimizer slots, not the step)."""
+    return [
+        key for key, _ in tf.train.list_variables(prefix)
+        if key.startswith("model/") and key.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+        and "/.OPTIMIZER_SLOT/" not in key
+    ]
+
+
 def restore_model(model, model_dir_or_prefix):
     """Restores the model weights of the latest checkpoint into `model`; returns the prefix.
 
     Raises a FileNotFoundError naming the directory when there is no checkpoint, and a
-    ValueError naming the variables when the checkpoint does not fit the model.
+    ValueError when the checkpoint does not fit the model: a model variable the checkpoint
+    lacks (named), or a checkpoint with more model variables than the model has. The second
+    would otherwise pass silently, leaving weights unused: for example a checkpoint of a
+    cascaded DeepLabv3 written when blocks 5-7 still had projection shortcuts.
     """
     prefix = latest_checkpoint(model_dir_or_prefix)
     if prefix is None:
@@ -46,4 +58,13 @@ def restore_model(model, model_dir_or_prefix):
         status.expect_partial().assert_existing_objects_matched()
     except AssertionError as e:
         raise ValueError(f"checkpoint {prefix} does not match the model: {e}") from None
+    stored = len(_model_variable_keys(prefix))
+    expected = len({id(v) for v in model.variables})
+    if stored > expected:
+        raise ValueError(
+            f"checkpoint {prefix} holds {stored} model variables, the model {model.name!r} "
+            f"{expected}: it was written by a different architecture, and {stored - expected} "
+            "of its weights would go unused. Check that the config's model section is the one "
+            "it was trained with."
+        )
     return prefix

@@ -361,6 +361,29 @@ def test_evaluation_native_size_and_padding(indexed):
             )
 
 
+def test_eval_crop_check_runs_before_either_pad():
+    """The graph behind the 15 tries above: the size check is an ancestor of the label's pad
+    (PadV2) and of the image's (a cond of concatenations), so neither can run first."""
+    fn = pipeline._eval_map_fn(InputConfig(file_pattern="unused", eval_crop_size=(25, 33)))
+    graph = tf.function(fn).get_concrete_function(tf.TensorSpec([], tf.string)).graph
+
+    def ancestors(op):
+        seen, stack = set(), [op]
+        while stack:
+            current = stack.pop()
+            for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+                if parent.name not in seen:
+                    seen.add(parent.name)
+                    stack.append(parent)
+        return seen
+
+    asserts = {op.name for op in graph.get_operations() if op.type == "Assert"}
+    pads = [op for op in graph.get_operations() if op.type in ("PadV2", "If", "StatelessIf")]
+    assert asserts and {op.type for op in pads} >= {"PadV2"} and len(pads) >= 2
+    for op in pads:
+        assert asserts & ancestors(op), f"{op.name} ({op.type}) does not wait for the check"
+
+
 @pytest.mark.parametrize("files", ["four_files", "one_file"])
 def test_input_pipelines_split_the_data(indexed, files):
     seen = []

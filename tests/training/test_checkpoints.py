@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -58,3 +59,23 @@ def test_restore_into_a_different_model_is_an_error(tmp_path):
     other = dataclasses.replace(small, num_classes=5)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
         restore_model(build_model(other), str(tmp_path))
+
+
+def test_restore_refuses_a_checkpoint_with_weights_the_model_would_not_use(tmp_path):
+    # As a cascaded DeepLabv3 written when blocks 5-7 still had projection shortcuts: every
+    # variable of the new model is in the checkpoint, and some of the checkpoint's are not in
+    # the model. The restore alone would pass and leave them unused.
+    config = ModelConfig(name="deeplabv3", num_classes=3, backbone=dict(TINY_BACKBONE),
+                         head=TINY_HEADS["deeplabv3"])
+    writer = build_model(config)
+    extra = keras.layers.Conv2D(4, 1, name="legacy_projection")
+    extra.build((None, None, None, 4))
+    writer.legacy_projection = extra
+    tf.train.Checkpoint(model=writer).save(str(tmp_path / "checkpoints" / "ckpt"))
+    reader = build_model(config)
+    with pytest.raises(ValueError, match=r"holds \d+ model variables, the model 'deeplabv3' "
+                                         r"\d+: .* 2 of its weights would go unused"):
+        restore_model(reader, str(tmp_path))
+    # The same model without the extra layer restores.
+    tf.train.Checkpoint(model=build_model(config)).save(str(tmp_path / "plain" / "ckpt"))
+    assert restore_model(reader, str(tmp_path / "plain"))
