@@ -15,6 +15,7 @@ from deeplab_family.layers import (
     SubPixelUpsample,
 )
 from tests.harness import check_layer, random_image
+from tests.layers._numpy import np_conv_same, np_resize_half_pixel, np_resize_stride_exact
 from tests.layers._tflite import run_tflite_builtins
 
 
@@ -24,51 +25,6 @@ def _ceil_div(a, b):
 
 # ---------------------------------------------------------------------------------------------
 # NumPy references
-
-
-def np_conv_same(x, w, b):
-    """Stride-1 zero-padded "same" conv. x: (H, W, Cin), w: (k, k, Cin, Cout), b: (Cout,)."""
-    k = w.shape[0]
-    p = k // 2
-    xp = np.pad(x, ((p, p), (p, p), (0, 0)))
-    h, wd = x.shape[:2]
-    out = np.zeros((h, wd, w.shape[3])) + b
-    for i in range(k):
-        for j in range(k):
-            out += np.tensordot(xp[i : i + h, j : j + wd], w[i, j], axes=([2], [0]))
-    return out
-
-
-def _bilinear_weights(in_size, out_size):
-    # tf.image.resize / keras.ops.image.resize, bilinear with half-pixel centres.
-    src = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-    lo_f = np.floor(src)
-    lo = np.clip(lo_f, 0, in_size - 1).astype(int)
-    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(int)
-    return lo, hi, (src - lo_f)
-
-
-def np_resize_bilinear(x, out_h, out_w):
-    """x: (H, W, C) -> (out_h, out_w, C)."""
-    lo, hi, t = _bilinear_weights(x.shape[0], out_h)
-    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
-    lo, hi, t = _bilinear_weights(x.shape[1], out_w)
-    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
-
-
-def np_resize_stride_exact(x, out_h, out_w, r):
-    """x: (H, W, C) -> (out_h, out_w, C), output pixel p at source p / r (corner-aligned), the
-    border held past the last source pixel: the backbone geometry, pixel i on r * i."""
-
-    def axis(in_size, out_size):
-        src = np.minimum(np.arange(out_size) / r, in_size - 1)
-        lo = np.floor(src).astype(int)
-        return lo, np.minimum(lo + 1, in_size - 1), src - lo
-
-    lo, hi, t = axis(x.shape[0], out_h)
-    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
-    lo, hi, t = axis(x.shape[1], out_w)
-    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
 
 
 def np_depth_to_space(x, s):
@@ -145,7 +101,7 @@ def test_seb_equals_numpy_product_of_upsampled_convs(upsample_ratios):
         conv.conv.bias.assign(b)
         gate = np_conv_same(high.astype(np.float64), w, b)
         if ratios == "half_pixel":
-            want = want * np_resize_bilinear(gate, 9, 11)
+            want = want * np_resize_half_pixel(gate, 9, 11)
         else:
             want = want * np_resize_stride_exact(gate, 9, 11, ratios[i])
     got = np.asarray(seb([low[None], *(h[None] for h in highs)]))[0]

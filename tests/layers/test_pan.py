@@ -7,6 +7,7 @@ import pytest
 
 from deeplab_family.layers import FeaturePyramidAttention, GlobalAttentionUpsample
 from tests.harness import check_layer, random_image
+from tests.layers._numpy import np_conv_same, np_resize_half_pixel, np_resize_stride_exact
 from tests.layers._tflite import run_tflite_builtins
 
 C357, C333 = (7, 5, 3), (3, 3, 3)
@@ -285,16 +286,8 @@ def _set_unit(unit, rng):
 def np_unit(x, unit):
     """ConvNormAct in inference mode: stride-1 "same" odd-kernel conv, BN on the moving
     statistics, then the activation. x: (H, W, Cin)."""
-    w = np.asarray(unit.conv.kernel, np.float64)
-    kh, kw = w.shape[:2]
-    xp = np.pad(x, ((kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    h, wd = x.shape[:2]
-    y = np.zeros((h, wd, w.shape[3]))
-    for i in range(kh):
-        for j in range(kw):
-            y += np.tensordot(xp[i : i + h, j : j + wd], w[i, j], axes=([2], [0]))
-    if unit.conv.bias is not None:
-        y += np.asarray(unit.conv.bias)
+    bias = 0.0 if unit.conv.bias is None else np.asarray(unit.conv.bias)
+    y = np_conv_same(x, np.asarray(unit.conv.kernel, np.float64), bias)
     if unit.norm is not None:
         bn = unit.norm
         y = (y - np.asarray(bn.moving_mean)) / np.sqrt(
@@ -313,37 +306,6 @@ def np_pool2(x, mode):
     xp = np.pad(x, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=np.nan)
     blocks = xp.reshape(xp.shape[0] // 2, 2, xp.shape[1] // 2, 2, x.shape[2])
     return (np.nanmean if mode == "avg" else np.nanmax)(blocks, axis=(1, 3))
-
-
-def np_resize_half_pixel(x, out_h, out_w):
-    """tf.image.resize bilinear (half-pixel centres). x: (H, W, C)."""
-
-    def axis(n_in, n_out):
-        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-        lo_f = np.floor(src)
-        lo = np.clip(lo_f, 0, n_in - 1).astype(int)
-        hi = np.clip(np.ceil(src), 0, n_in - 1).astype(int)
-        return lo, hi, src - lo_f
-
-    lo, hi, t = axis(x.shape[0], out_h)
-    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
-    lo, hi, t = axis(x.shape[1], out_w)
-    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
-
-
-def np_resize_stride_exact(x, out_h, out_w, r):
-    """Output pixel p at source p / r (the backbone geometry: pixel i on r * i), the border
-    held past the last source pixel. x: (H, W, C)."""
-
-    def axis(n_in, n_out):
-        src = np.minimum(np.arange(n_out) / r, n_in - 1)
-        lo = np.floor(src).astype(int)
-        return lo, np.minimum(lo + 1, n_in - 1), src - lo
-
-    lo, hi, t = axis(x.shape[0], out_h)
-    x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
-    lo, hi, t = axis(x.shape[1], out_w)
-    return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
 
 
 def np_pyramid(x, fpa):
