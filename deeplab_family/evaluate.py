@@ -156,7 +156,7 @@ class EvalProgress:
     """
 
     def __init__(self, total, stream, every=50, width=24):
-        from deeplab_family.training.progress import StatusLine
+        from deeplab_family.progress import StatusLine
 
         self.total = total
         self.width = width
@@ -165,7 +165,7 @@ class EvalProgress:
         self.start = time.monotonic()
 
     def line(self, count, miou, final):
-        from deeplab_family.training.progress import bar, format_duration
+        from deeplab_family.progress import bar, format_duration
 
         rate = count / max(time.monotonic() - self.start, 1e-9)
         if not self.total:

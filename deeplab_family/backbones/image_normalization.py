@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from deeplab_family.layers import _validate
+from deeplab_family import _validation as _validate
 
 # ImageNet channel means in BGR order, as keras.applications.imagenet_utils ("caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)

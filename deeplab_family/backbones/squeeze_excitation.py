@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from deeplab_family.layers import _validate
+from deeplab_family import _validation as _validate
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")

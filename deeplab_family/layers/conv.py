@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from deeplab_family.layers import _validate
+from deeplab_family import _validation as _validate
 
 
 def fixed_padding(kernel_size, dilation_rate):

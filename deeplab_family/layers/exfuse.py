@@ -4,7 +4,7 @@
 import keras
 from keras import ops
 
-from deeplab_family.layers import _validate
+from deeplab_family import _validation as _validate
 from deeplab_family.layers.conv import ConvNormAct
 from deeplab_family.layers.resize import ResizeLike
 

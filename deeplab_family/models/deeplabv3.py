@@ -41,7 +41,7 @@ import keras
 
 from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import ASPP, aspp_rates
-from deeplab_family.layers._validate import positive_int
+from deeplab_family._validation import positive_int
 from deeplab_family.models.common import full_resolution, image_input
 from deeplab_family.models.registry import register_model
 

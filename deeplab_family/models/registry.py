@@ -38,7 +38,7 @@ def registered_models():
 def head_config(config):
     """The validated head dataclass of `config` (a `ModelConfig`)."""
     _, head_cls = _lookup(config.name)
-    return dataclass_from_dict(head_cls, config.head, f"model.head ({config.name})")
+    return dataclass_from_dict(head_cls, config.head, "model.head", context=config.name)
 
 
 def build_model(config, dtype=None):
@@ -62,23 +62,48 @@ def _lookup(name):
     return _REGISTRY[name]
 
 
-def dataclass_from_dict(cls, values, where):
-    """`cls(**values)` that names unknown keys (and where they came from) in its error."""
+class ConfigValueError(ValueError):
+    """A config value refused, its message already saying the section it came from."""
+
+
+def dataclass_from_dict(cls, values, where, context=""):
+    """`cls(**values)` whose errors say where the values came from.
+
+    An unknown key is named with the allowed ones. A `ValueError` from `cls`'s own checks
+    (which speak of the bare field, `filters must be ...`) gets the section prefix here, once:
+    `model.head.filters must be an int >= 1. Received: filters=0`. `context` is shown after the
+    section in messages about the section as a whole (`model.head (pan)`).
+    """
+    label = f"{where} ({context})" if context else where
     if values is None:
         values = {}
     if dataclasses.is_dataclass(values):
         return values
     if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a mapping. Received: {values!r}")
+        raise ConfigValueError(f"{label} must be a mapping. Received: {values!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in {where}. Allowed keys: {sorted(names)}"
+        raise ConfigValueError(
+            f"unknown key(s) {unknown} in {label}. Allowed keys: {sorted(names)}"
         )
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
             v = values[f.name]
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError:
+        raise  # a nested section (model.backbone) has said where already
+    except ValueError as e:
+        raise ConfigValueError(_located(str(e), where, label, names)) from None
+
+
+def _located(message, where, label, names):
+    """`where.` before a message that starts with one of the section's fields (or already with
+    the section, from an older check), `label: ` before any other."""
+    if message.startswith(f"{where}."):
+        return message
+    first = message.split(" ", 1)[0].split("=", 1)[0].split("[", 1)[0].rstrip(":,.")
+    return f"{where}.{message}" if first in names else f"{label}: {message}"

@@ -69,7 +69,7 @@ from deeplab_family.training.losses import (
     output_strides,
     replica_losses,
 )
-from deeplab_family.training.progress import ProgressBar
+from deeplab_family.progress import ProgressBar
 from deeplab_family.training.schedules import PolyWithWarmup
 
 SUMMARY_SUBDIR = "train"

@@ -12,7 +12,7 @@ import tensorflow as tf
 from deeplab_family import train as train_cli
 from deeplab_family.config import load_config
 from deeplab_family.training import checkpoints, loop
-from deeplab_family.training.progress import ProgressBar
+from deeplab_family.progress import ProgressBar
 from tests.training.helpers import TEST_OVERRIDES, TINY_CONFIG, data_overrides, tiny_config
 
 ONE_DEVICE = "runtime.strategy=one_device"

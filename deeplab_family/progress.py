@@ -1,4 +1,5 @@
-"""The progress line of `train`: step, bar, loss, learning rate, images/s and ETA."""
+"""Progress lines of the builders, `train` and `evaluate`: a bar, the rate and the ETA,
+redrawn in place on a terminal and printed one line at a time in logs."""
 
 import math
 import sys

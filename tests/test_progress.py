@@ -3,7 +3,7 @@
 import io
 
 from deeplab_family.evaluate import EvalProgress
-from deeplab_family.training.progress import ProgressBar, StatusLine, bar, format_duration
+from deeplab_family.progress import ProgressBar, StatusLine, bar, format_duration
 
 
 class Terminal(io.StringIO):
