@@ -31,7 +31,9 @@ from typing import Dict, Optional, Tuple
 
 import yaml
 
-from deeplab_family.backbones.image_normalization import zero_pixel
+from deeplab_family import _files, _validation, defaults
+from deeplab_family.backbones.config import zero_pixel
+from deeplab_family.data.config import InputConfig
 from deeplab_family.models.config import ModelConfig
 from deeplab_family.models.registry import dataclass_from_dict
 
@@ -42,9 +44,19 @@ INT8_IO = (None, "uint8", "int8")
 CONFIG_FILENAME = "config.yaml"
 
 
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
+_check = _validation.require
+
+
+def _strides(strides):
+    """`8, 16 or 32`."""
+    return ", ".join(map(str, strides[:-1])) + f" or {strides[-1]}"
+
+
+def _scales(name, values):
+    scales = tuple(float(s) for s in values)
+    _check(scales and all(s > 0 for s in scales),
+           f"{name} must be positive numbers. Received: {name}={values!r}")
+    return scales
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,20 +116,16 @@ class TrainingConfig:
 
     def __post_init__(self):
         for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every"):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                   f"training.{name} must be an int >= 1. Received: {name}={v!r}")
+            _validation.positive_int(name, getattr(self, name))
         _check(self.learning_rate > 0,
-               f"training.learning_rate must be > 0. Received: {self.learning_rate!r}")
+               f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
         _check(0 <= self.warmup_steps < self.steps,
-               f"training.warmup_steps must be in [0, steps). Received: {self.warmup_steps!r}")
+               f"warmup_steps must be in [0, steps). Received: warmup_steps={self.warmup_steps!r}")
         _check(self.weight_decay >= 0,
-               f"training.weight_decay must be >= 0. Received: {self.weight_decay!r}")
-        _check(self.mixed_precision in PRECISIONS,
-               f"training.mixed_precision must be one of {list(PRECISIONS)}. "
-               f"Received: {self.mixed_precision!r}")
+               f"weight_decay must be >= 0. Received: weight_decay={self.weight_decay!r}")
+        _validation.one_of("mixed_precision", self.mixed_precision, PRECISIONS)
         _check(isinstance(self.label_downsampling, bool),
-               f"training.label_downsampling must be true or false. "
+               f"label_downsampling must be true or false. "
                f"Received: label_downsampling={self.label_downsampling!r}")
         object.__setattr__(self, "aux_loss_weights", dict(self.aux_loss_weights or {}))
 
@@ -140,10 +148,8 @@ class RuntimeConfig:
     tpu: str = ""
 
     def __post_init__(self):
-        _check(self.strategy in STRATEGIES,
-               f"runtime.strategy must be one of {list(STRATEGIES)}. Received: {self.strategy!r}")
-        _check(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
-               f"runtime.cpu_replicas must be an int >= 0. Received: {self.cpu_replicas!r}")
+        _validation.one_of("strategy", self.strategy, STRATEGIES)
+        _validation.positive_int("cpu_replicas", self.cpu_replicas, minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,15 +171,11 @@ class EvaluationConfig:
     dataset: str = "voc"
 
     def __post_init__(self):
-        _check(self.output_stride in (4, 8, 16, 32),
-               "evaluation.output_stride must be 4, 8, 16 or 32. "
+        _check(self.output_stride in defaults.OUTPUT_STRIDES,
+               f"output_stride must be {_strides(defaults.OUTPUT_STRIDES)}. "
                f"Received: output_stride={self.output_stride!r}")
-        scales = tuple(float(s) for s in self.scales)
-        _check(scales and all(s > 0 for s in scales),
-               f"evaluation.scales must be positive numbers. Received: {self.scales!r}")
-        object.__setattr__(self, "scales", scales)
-        _check(self.dataset in DATASETS,
-               f"evaluation.dataset must be one of {list(DATASETS)}. Received: {self.dataset!r}")
+        object.__setattr__(self, "scales", _scales("scales", self.scales))
+        _validation.one_of("dataset", self.dataset, DATASETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,30 +207,14 @@ class ExportConfig:
     representative_pattern: str | None = None
 
     def __post_init__(self):
-        _check(self.output_stride in (8, 16, 32),
-               f"export.output_stride must be 8, 16 or 32. Received: {self.output_stride!r}")
-        scales = tuple(float(s) for s in self.scales)
-        _check(scales and all(s > 0 for s in scales),
-               f"export.scales must be positive numbers. Received: {self.scales!r}")
-        object.__setattr__(self, "scales", scales)
-        size = tuple(self.tflite_size)
-        _check(len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size),
-               f"export.tflite_size must be two ints >= 1. Received: {self.tflite_size!r}")
+        _check(self.output_stride in defaults.EXPORT_OUTPUT_STRIDES,
+               f"output_stride must be {_strides(defaults.EXPORT_OUTPUT_STRIDES)}. "
+               f"Received: output_stride={self.output_stride!r}")
+        object.__setattr__(self, "scales", _scales("scales", self.scales))
+        size = _validation.int_tuple("tflite_size", self.tflite_size, length=2, minimum=1)
         object.__setattr__(self, "tflite_size", size)
-        _check(self.tflite_int8_io in INT8_IO,
-               f"export.tflite_int8_io must be one of {list(INT8_IO)}. "
-               f"Received: {self.tflite_int8_io!r}")
-        _check(isinstance(self.representative_samples, int)
-               and not isinstance(self.representative_samples, bool)
-               and self.representative_samples >= 1,
-               "export.representative_samples must be an int >= 1. "
-               f"Received: {self.representative_samples!r}")
-
-
-def _input_config_cls():
-    from deeplab_family.data.pipeline import InputConfig
-
-    return InputConfig
+        _validation.one_of("tflite_int8_io", self.tflite_int8_io, INT8_IO)
+        _validation.positive_int("representative_samples", self.representative_samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,8 +222,8 @@ class ExperimentConfig:
     """The whole experiment: model, data, training, runtime, evaluation and export."""
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train_data: object = None
-    eval_data: object = None
+    train_data: Optional[InputConfig] = None
+    eval_data: Optional[InputConfig] = None
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
@@ -250,7 +236,6 @@ class ExperimentConfig:
         unknown = sorted(set(values) - allowed)
         _check(not unknown, f"unknown section(s) {unknown} in the config. "
                             f"Allowed sections: {sorted(allowed)}")
-        input_cls = _input_config_cls()
         model = ModelConfig.from_dict(values.get("model", {}))
         # Images are padded with the pixel that the backbone's normalisation maps to zero,
         # unless a section says otherwise (`mean_pixel`).
@@ -260,7 +245,7 @@ class ExperimentConfig:
             section_values = values.get(section, {})
             if isinstance(section_values, dict) and "mean_pixel" not in section_values:
                 section_values = {**section_values, "mean_pixel": pad}
-            data[section] = dataclass_from_dict(input_cls, section_values, section)
+            data[section] = dataclass_from_dict(InputConfig, section_values, section)
         return cls(
             model=model,
             train_data=data["train_data"],
@@ -318,10 +303,4 @@ def load_config(path, overrides=None):
 
 def save_config(config, model_dir):
     """Writes the resolved config to `<model_dir>/config.yaml` (atomically) and returns the path."""
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, CONFIG_FILENAME)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return _files.write_yaml(os.path.join(model_dir, CONFIG_FILENAME), config.to_dict())

@@ -1,7 +1,8 @@
 """`BackboneConfig`: the typed description of a ResNet / ResNeXt / SE-ResNeXt backbone."""
 
 import dataclasses
-import math
+
+from deeplab_family import _validation, defaults
 
 # He et al. 2016, Table 1: bottleneck units per stage (res2..res5).
 STANDARD_STAGE_DEPTHS = {
@@ -13,22 +14,28 @@ STANDARD_STAGE_DEPTHS = {
 # Xie et al. 2017 Table 1) alike. Decoders rely on them.
 STANDARD_STAGE_CHANNELS = (256, 512, 1024, 2048)
 STEMS = ("standard", "deep")
+# Input normalisations the backbone's `ImageNormalization` applies (see image_normalization.py).
 PREPROCESSING = ("caffe", "tf")
+# ImageNet channel means in BGR order, as keras.applications.imagenet_utils ("caffe" mode).
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 MAX_CASCADE_BLOCKS = 3  # DeepLabv3 Sec 3.2 goes up to block7 = block4 + 3 replicas.
 _DERIVABLE = ("stage_depths", "stage_widths", "stage_channels", "stride_in_1x1")
 
 
-def _as_int_tuple(name, value, allow_none=True):
-    if value is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name} must be a sequence of ints. Received: {name}=None")
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"{name} must be a sequence of ints. Received: {name}={value!r}")
-    value = tuple(value)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"{name} must be a sequence of ints. Received: {name}={value!r}")
-    return value
+def zero_pixel(mode):
+    """The RGB pixel (0..255) that normalisation `mode` maps to zero: the value to pad images
+    with.
+
+    Padding with it makes a padded border look like "no signal" to the first conv, whatever the
+    weights' normalisation: the ImageNet mean in RGB order for "caffe", mid-grey for "tf".
+
+    >>> zero_pixel("caffe"), zero_pixel("tf")
+    ((123.68, 116.779, 103.939), (127.5, 127.5, 127.5))
+    """
+    _validation.one_of("mode", mode, set(PREPROCESSING))
+    if mode == "caffe":
+        return tuple(reversed(CAFFE_BGR_MEAN))
+    return (127.5, 127.5, 127.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +107,8 @@ class BackboneConfig:
     multi_grid: tuple[int, ...] | None = None
     cascade_blocks: int = 0
     stride_in_1x1: bool | None = None
-    norm_momentum: float = 0.9997
-    norm_epsilon: float = 1e-5
+    norm_momentum: float = defaults.BN_MOMENTUM
+    norm_epsilon: float = defaults.BN_EPSILON
     synchronized_bn: bool = False
     preprocessing: str = "caffe"
 
@@ -109,17 +116,10 @@ class BackboneConfig:
         def set_(name, value):  # the dataclass is frozen; normalise fields once, here
             object.__setattr__(self, name, value)
 
-        def positive(name, value):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1. Received: {name}={value!r}")
+        positive = _validation.positive_int
 
-        def four_positive(name, value):
-            value = _as_int_tuple(name, value)
-            if value is not None and (len(value) != 4 or min(value) < 1):
-                raise ValueError(
-                    f"{name} must be 4 ints >= 1 (res2..res5). Received: {name}={value!r}"
-                )
-            return value
+        def four_positive(name, value):  # res2..res5
+            return _validation.int_tuple(name, value, length=4, minimum=1, allow_none=True)
 
         # Fields left to None are derived here; `replace` derives them again.
         object.__setattr__(
@@ -162,13 +162,8 @@ class BackboneConfig:
         channels = four_positive("stage_channels", self.stage_channels)
         set_("stage_channels", channels if channels is not None else STANDARD_STAGE_CHANNELS)
 
-        if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {list(STEMS)}. Received: stem={self.stem!r}")
-        if self.preprocessing not in PREPROCESSING:
-            raise ValueError(
-                f"preprocessing must be one of {list(PREPROCESSING)}. "
-                f"Received: preprocessing={self.preprocessing!r}"
-            )
+        _validation.one_of("stem", self.stem, STEMS)
+        _validation.one_of("preprocessing", self.preprocessing, PREPROCESSING)
         if self.se_ratio is not None and (
             isinstance(self.se_ratio, bool)
             or not isinstance(self.se_ratio, (int, float))
@@ -199,7 +194,7 @@ class BackboneConfig:
                 f"{self.cascade_blocks}. Received: output_stride={self.output_stride!r}"
             )
 
-        multi_grid = _as_int_tuple("multi_grid", self.multi_grid)
+        multi_grid = _validation.int_tuple("multi_grid", self.multi_grid, allow_none=True)
         if multi_grid is not None:
             if any(r < 1 for r in multi_grid):
                 raise ValueError(
@@ -218,8 +213,7 @@ class BackboneConfig:
             # as keras.applications has it strides the 1x1.
             set_("stride_in_1x1", self.groups == 1)
         for name in ("stride_in_1x1", "synchronized_bn"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
+            _validation.boolean(name, getattr(self, name))
         if not 0.0 <= self.norm_momentum < 1.0:
             raise ValueError(
                 f"norm_momentum must be in [0, 1). Received: norm_momentum={self.norm_momentum!r}"
@@ -231,9 +225,10 @@ class BackboneConfig:
 
     @staticmethod
     def allowed_output_strides(cascade_blocks=0):
-        """Powers of two from 4 to the undilated stride of the last block, 32 * 2**cascade."""
-        top = int(math.log2(32)) + cascade_blocks
-        return tuple(2**k for k in range(2, top + 1))
+        """`defaults.OUTPUT_STRIDES`, then the powers of two up to the undilated stride of the
+        last cascaded block, 32 * 2**cascade."""
+        top = max(defaults.OUTPUT_STRIDES)
+        return defaults.OUTPUT_STRIDES + tuple(top * 2**k for k in range(1, cascade_blocks + 1))
 
     @property
     def resolved_multi_grid(self):

@@ -4,25 +4,15 @@ import keras
 from keras import ops
 
 from deeplab_family import _validation as _validate
+from deeplab_family.backbones.config import (  # noqa: F401  (re-exported)
+    CAFFE_BGR_MEAN,
+    PREPROCESSING,
+    zero_pixel,
+)
 
-# ImageNet channel means in BGR order, as keras.applications.imagenet_utils ("caffe" mode).
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-MODES = ("caffe", "tf")
-
-
-def zero_pixel(mode):
-    """The RGB pixel (0..255) that `mode` normalises to zero: the value to pad images with.
-
-    Padding with it makes a padded border look like "no signal" to the first conv, whatever the
-    weights' normalisation: the ImageNet mean in RGB order for "caffe", mid-grey for "tf".
-
-    >>> zero_pixel("caffe"), zero_pixel("tf")
-    ((123.68, 116.779, 103.939), (127.5, 127.5, 127.5))
-    """
-    _validate.one_of("mode", mode, set(MODES))
-    if mode == "caffe":
-        return tuple(reversed(CAFFE_BGR_MEAN))
-    return (127.5, 127.5, 127.5)
+# The modes, their constants and `zero_pixel` live in the Keras-free config module, so configs
+# can pad with the right pixel without importing Keras; they are re-exported here.
+MODES = PREPROCESSING
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")

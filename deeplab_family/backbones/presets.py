@@ -2,8 +2,9 @@
 
 import functools
 
+from deeplab_family import _validation
 from deeplab_family.backbones.config import BackboneConfig
-from deeplab_family.backbones.resnet import plan_macs, plan_params
+from deeplab_family.backbones.plan import plan_macs, plan_params
 
 LR_STAGE_DEPTHS = (8, 8, 9, 8)  # ExFuse Sec 3.1
 RESNEXT131_STAGE_DEPTHS = (8, 8, 19, 8)  # ExFuse Sec 4
@@ -58,8 +59,10 @@ def layer_rearranged_widths(
     Returns:
         (stage_widths, macs_ratio): a tuple of 4 ints and the MACs ratio to the reference.
     """
-    if criterion not in ("macs", "params"):
-        raise ValueError(f"criterion must be 'macs' or 'params'. Received: {criterion!r}")
+    _validation.require(
+        criterion in ("macs", "params"),
+        f"criterion must be 'macs' or 'params'. Received: criterion={criterion!r}",
+    )
     cost = plan_params if criterion == "params" else lambda c: plan_macs(c, image_size)
     reference = _resnext101()
     ref_macs = cost(reference)

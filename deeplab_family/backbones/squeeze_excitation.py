@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from deeplab_family import _validation as _validate
+from deeplab_family.backbones.plan import se_reduced_filters
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -70,9 +71,8 @@ class SqueezeExcitation(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    @staticmethod
-    def reduced_filters_for(channels, se_ratio):
-        return max(1, int(channels * se_ratio))
+    # The rule lives in the Keras-free plan, which counts SE's cost too.
+    reduced_filters_for = staticmethod(se_reduced_filters)
 
     def get_config(self):
         return {

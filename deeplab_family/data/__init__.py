@@ -1,17 +1,19 @@
 """Data: the TFRecord schema, class tables, the VOC palette and the tf.data input pipeline.
 
-``schema``, ``palette`` and ``classes`` are free of TensorFlow (the TFRecord builders import
-them). ``InputConfig`` and ``make_dataset`` are imported on first use, which loads TensorFlow.
+``schema``, ``palette``, ``classes`` and ``config`` (``InputConfig``) are free of TensorFlow (the
+TFRecord builders and the experiment config import them). ``make_dataset`` is imported on first
+use, which loads TensorFlow.
 """
 
 from deeplab_family.data import classes, palette, schema
+from deeplab_family.data.config import InputConfig
 
 __all__ = ["InputConfig", "classes", "make_dataset", "palette", "schema"]
 
 
 def __getattr__(name):
-    if name in ("InputConfig", "make_dataset"):
+    if name == "make_dataset":
         from deeplab_family.data import pipeline
 
-        return getattr(pipeline, name)
+        return pipeline.make_dataset
     raise AttributeError(f"module 'deeplab_family.data' has no attribute {name!r}")

@@ -25,16 +25,10 @@ same window and the same sampling grid, so they stay aligned to the pixel.
 import tensorflow as tf
 
 from deeplab_family.data import schema
-
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-
-
-def scale_values(min_scale, max_scale, scale_step):
-    """The discrete scale set ``{min, min+step, ..., max}``, or None for continuous (step 0)."""
-    if scale_step == 0 or min_scale == max_scale:
-        return None if min_scale != max_scale else [float(min_scale)]
-    count = round((max_scale - min_scale) / scale_step) + 1
-    return [float(min_scale + i * scale_step) for i in range(count)]
+from deeplab_family.data.config import (  # noqa: F401  (re-exported)
+    IMAGENET_MEAN_RGB,
+    scale_values,
+)
 
 
 def sample_scale(seed, min_scale, max_scale, scale_step):
