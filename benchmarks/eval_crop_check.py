@@ -28,20 +28,20 @@ import tensorflow as tf  # noqa: E402
 
 from deeplab_family.data import schema  # noqa: E402
 from deeplab_family.data.pipeline import InputConfig, make_dataset  # noqa: E402
-from tfrecords_tools import writer  # noqa: E402
+from tfrecords_tools import example, framing  # noqa: E402
 
 OURS = "larger than eval_crop_size=25x33"
 
 
 def _write(folder):
-    out = writer.TFRecordFile(os.path.join(folder, schema.shard_name("val", 0, 1)))
+    out = framing.TFRecordFile(os.path.join(folder, schema.shard_name("val", 0, 1)))
     for k in range(12):
         h, w = 20 + k, 30 - k
         image = np.full((h, w, 3), 100, np.uint8)
         image[..., 2] = 8 * k
         label = np.full((h, w), k % 21, np.uint8)
-        out.write(writer.segmentation_example(tf.io.encode_png(image).numpy(), "png",
-                                              writer.encode_label_png(label), f"ex_{k:02d}", h, w))
+        out.write(example.segmentation_example(tf.io.encode_png(image).numpy(), "png",
+                                              example.encode_label_png(label), f"ex_{k:02d}", h, w))
     out.close()
     return os.path.join(folder, "val-*.tfrecord")
 

@@ -94,7 +94,7 @@ def model_garden(files, batch_size, crop):
         aug_rand_hflip=True,
         aug_scale_min=0.5,
         aug_scale_max=2.0,
-        ignore_label=255,
+        ignore_label=schema.IGNORE_LABEL,
     )
     parse = parser.parse_fn(is_training=True)
     ds = (

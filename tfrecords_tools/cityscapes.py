@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 from deeplab_family.data import classes
-from tfrecords_tools import writer
-from tfrecords_tools.voc import add_common_arguments, run_build, split_parser
-from tfrecords_tools.writer import BuildError, ExampleSource, InvalidExampleError
+from tfrecords_tools import cli, writer
+from tfrecords_tools.sources import ExampleSource, InvalidExampleError, read_index_png
+from tfrecords_tools.writer import BuildError
 
 SPLITS = ("train", "val")
 NUM_CLASSES = classes.CITYSCAPES_NUM_CLASSES  # 19
@@ -29,7 +29,7 @@ _ID_TO_TRAIN_ID = classes.cityscapes_id_to_train_id()
 
 def read_cityscapes_label(path, display):
     """A ``*_gtFine_labelIds.png``, mapped to train ids (0..18, 255 = ignore)."""
-    label_ids = writer.read_index_png(path, display)
+    label_ids = read_index_png(path, display)
     if label_ids.size and label_ids.max() > classes.CITYSCAPES_MAX_LABEL_ID:
         bad = np.unique(label_ids[label_ids > classes.CITYSCAPES_MAX_LABEL_ID])
         raise InvalidExampleError(
@@ -87,28 +87,20 @@ def build(
         if split not in SPLITS:
             raise BuildError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     plans = {split: plan(root, split, skip_invalid) for split in splits}
-    manifests = {}
-    extra = {
-        "created_by": "tfrecords_tools.cityscapes",
-        "inputs": {"cityscapes_root": os.path.abspath(root)},
-    }
-    with writer.WorkerPool(num_workers) as pool:  # workers start once for all splits
-        for split, (sources, skipped) in plans.items():
-            manifests[split] = writer.write_split(
-                split,
-                sources,
-                output_dir,
-                num_classes=NUM_CLASSES,
-                num_shards=num_shards,
-                num_workers=num_workers,
-                skip_invalid=skip_invalid,
-                skipped=skipped,
-                dataset="cityscapes_fine",
-                extra=extra,
-                progress=progress,
-                pool=pool,
-            )
-    return manifests
+    return writer.write_splits(
+        plans,
+        output_dir,
+        num_classes=NUM_CLASSES,
+        num_shards=num_shards,
+        num_workers=num_workers,
+        skip_invalid=skip_invalid,
+        dataset="cityscapes_fine",
+        extra={
+            "created_by": "tfrecords_tools.cityscapes",
+            "inputs": {"cityscapes_root": os.path.abspath(root)},
+        },
+        progress=progress,
+    )
 
 
 def main(argv=None):
@@ -121,13 +113,13 @@ def main(argv=None):
     )
     parser.add_argument(
         "--splits",
-        type=split_parser(SPLITS),
+        type=cli.split_parser(SPLITS),
         default=["train", "val"],
         help="train, val (default: both)",
     )
-    add_common_arguments(parser)
+    cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    return run_build(build, args, args.cityscapes_root)
+    return cli.run_build(build, args, args.cityscapes_root)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ import scipy.ndimage
 import scipy.sparse
 from PIL import Image
 
-from deeplab_family.data import classes, palette
+from deeplab_family import _validation
+from deeplab_family.data import classes, palette, schema
+from tfrecords_tools import cli
+from tfrecords_tools.progress import image_progress
 
 NUM_OBJECT_CLASSES = classes.VOC_NUM_CLASSES - 1  # 20
 SHAPES = (
@@ -205,13 +208,13 @@ def render_sample(rng, image_size=(375, 500)):
 
 
 def voc_border(label, width=BORDER_WIDTH):
-    """The label with a ~``width`` px 255 band on every boundary between different values."""
+    """The label with a ~``width`` px ignore (255) band on every boundary between values."""
     size = width
     changes = scipy.ndimage.maximum_filter(label, size=size) != scipy.ndimage.minimum_filter(
         label, size=size
     )
     out = label.copy()
-    out[changes] = 255
+    out[changes] = schema.IGNORE_LABEL
     return out
 
 
@@ -311,11 +314,10 @@ def generate(output_dir, num_train=300, num_val=100, seed=0, image_size=(375, 50
         num_val: int. Ids in VOC val.
         seed: int. The same seed gives byte-identical files.
         image_size: (height, width). The nominal landscape size; each image is 80-100% of it.
-        progress: bool. A progress bar on stderr.
+        progress: bool. A progress line on stderr.
     """
-    for name, value in (("num_train", num_train), ("num_val", num_val)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1. Received: {name}={value!r}")
+    _validation.positive_int("num_train", num_train)
+    _validation.positive_int("num_val", num_val)
     voc_root = os.path.join(output_dir, "VOCdevkit", "VOC2012")
     sbd_root = os.path.join(output_dir, "benchmark_RELEASE", "dataset")
     for folder in (
@@ -329,12 +331,8 @@ def generate(output_dir, num_train=300, num_val=100, seed=0, image_size=(375, 50
     ids = sample_ids(num_train, num_val)
     voc_ids = set(ids["voc_train"]) | set(ids["voc_val"])
     all_ids = ids["train"] + ids["val"]
-    iterator = all_ids
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(all_ids, desc="synthetic", unit="img", file=sys.stderr)
-    for sample_id in iterator:
+    shown = image_progress(len(all_ids), "synthetic", progress)
+    for sample_id in all_ids:
         index = int(sample_id.split("_")[1])
         rng = np.random.default_rng([seed, index])
         image, label = render_sample(rng, image_size)
@@ -348,6 +346,8 @@ def generate(output_dir, num_train=300, num_val=100, seed=0, image_size=(375, 50
         if sample_id in ids["sbd_annotated"]:
             _write(os.path.join(sbd_root, "img", f"{sample_id}.jpg"), jpeg)
             _write(os.path.join(sbd_root, "cls", f"{sample_id}.mat"), encode_mat(sbd_struct(label)))
+        shown.update()
+    shown.close()
     lists = os.path.join(voc_root, "ImageSets", "Segmentation")
     _write_list(os.path.join(lists, "train.txt"), ids["voc_train"])
     _write_list(os.path.join(lists, "val.txt"), ids["voc_val"])
@@ -357,24 +357,14 @@ def generate(output_dir, num_train=300, num_val=100, seed=0, image_size=(375, 50
     return {"voc_root": voc_root, "sbd_root": sbd_root, "ids": ids}
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1. Received: {text!r}")
-    return value
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_tools.synthetic",
         description="Writes a synthetic dataset in the PASCAL VOC 2012 + SBD layout.",
     )
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--num-train", type=_positive_int, default=300, help="ids in train_aug")
-    parser.add_argument("--num-val", type=_positive_int, default=100, help="ids in val")
+    parser.add_argument("--num-train", type=cli.positive_int, default=300, help="ids in train_aug")
+    parser.add_argument("--num-val", type=cli.positive_int, default=100, help="ids in val")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

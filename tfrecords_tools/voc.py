@@ -28,8 +28,9 @@ import sys
 import numpy as np
 
 from deeplab_family.data import classes
-from tfrecords_tools import writer
-from tfrecords_tools.writer import BuildError, ExampleSource, InvalidExampleError
+from tfrecords_tools import cli, writer
+from tfrecords_tools.sources import ExampleSource, InvalidExampleError, read_index_png
+from tfrecords_tools.writer import BuildError
 
 VOC_SPLITS = ("train", "val", "trainval")
 AUG_SPLITS = ("train_aug", "trainval_aug")
@@ -121,7 +122,7 @@ def read_id_list(path, display, skipped, skip_invalid):
 
 def read_voc_label(path, display):
     """A VOC ``SegmentationClass`` palette PNG or a grayscale index PNG, as class indices."""
-    return writer.read_index_png(path, display)
+    return read_index_png(path, display)
 
 
 def read_sbd_label(path, display):
@@ -309,112 +310,18 @@ def build(
         if split not in SPLITS:
             raise BuildError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     layout = VocLayout(voc_root, sbd_root, voc_label_dir, skip_invalid)
-    plans = {}
-    for split in splits:
-        plans[split] = layout.plan(split)
-    manifests = {}
-    dataset = "pascal_voc_2012" + ("+sbd" if layout.sbd_root else "")
-    extra = {"created_by": "tfrecords_tools.voc", "inputs": layout.inputs()}
-    with writer.WorkerPool(num_workers) as pool:  # workers start once for all splits
-        for split in splits:
-            sources, skipped = plans[split]
-            manifests[split] = writer.write_split(
-                split,
-                sources,
-                output_dir,
-                num_classes=NUM_CLASSES,
-                num_shards=num_shards,
-                num_workers=num_workers,
-                skip_invalid=skip_invalid,
-                skipped=skipped,
-                dataset=dataset,
-                extra=extra,
-                progress=progress,
-                pool=pool,
-            )
-    return manifests
-
-
-def split_parser(allowed):
-    """An argparse type for a comma-separated list of split names out of ``allowed``."""
-
-    def parse(text):
-        splits = [s.strip() for s in text.split(",") if s.strip()]
-        unknown = [s for s in splits if s not in allowed]
-        if unknown or not splits:
-            raise argparse.ArgumentTypeError(
-                f"unknown split(s) {', '.join(unknown) or '(none given)'}; "
-                f"choose from {', '.join(allowed)}"
-            )
-        return list(dict.fromkeys(splits))
-
-    return parse
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1. Received: {text!r}")
-    return value
-
-
-def default_num_workers():
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def add_common_arguments(parser):
-    parser.add_argument("--output-dir", required=True, help="where the shards and manifests go")
-    parser.add_argument(
-        "--num-shards",
-        type=positive_int,
-        default=None,
-        help=f"shards per split (default: one per {writer.DEFAULT_EXAMPLES_PER_SHARD} examples)",
+    plans = {split: layout.plan(split) for split in splits}
+    return writer.write_splits(
+        plans,
+        output_dir,
+        num_classes=NUM_CLASSES,
+        num_shards=num_shards,
+        num_workers=num_workers,
+        skip_invalid=skip_invalid,
+        dataset="pascal_voc_2012" + ("+sbd" if layout.sbd_root else ""),
+        extra={"created_by": "tfrecords_tools.voc", "inputs": layout.inputs()},
+        progress=progress,
     )
-    parser.add_argument(
-        "--num-workers",
-        type=positive_int,
-        default=default_num_workers(),
-        help="worker processes (default: the CPU count, at most 8)",
-    )
-    parser.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="record invalid examples in the manifest and go on, instead of stopping",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def print_summary(manifests, output_dir):
-    for split, m in manifests.items():
-        skipped = f", {len(m['skipped'])} skipped (see the manifest)" if m["skipped"] else ""
-        print(
-            f"{split}: {m['count']} examples in {m['num_shards']} shard(s) -> "
-            f"{os.path.join(output_dir, split)}-*.tfrecord{skipped}"
-        )
-
-
-def run_build(build_fn, args, root, **options):
-    """Runs `build_fn(root, splits, output_dir, ...)` with the common CLI options of
-    `add_common_arguments`; prints the summary, or the error; returns the exit code."""
-    try:
-        manifests = build_fn(
-            root,
-            args.splits,
-            args.output_dir,
-            num_shards=args.num_shards,
-            num_workers=args.num_workers,
-            skip_invalid=args.skip_invalid,
-            progress=not args.no_progress,
-            **options,
-        )
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print_summary(manifests, args.output_dir)
-    return 0
 
 
 def main(argv=None):
@@ -425,7 +332,7 @@ def main(argv=None):
     parser.add_argument("--voc-root", required=True, help="VOCdevkit/VOC2012")
     parser.add_argument("--sbd-root", default=None, help="benchmark_RELEASE/dataset")
     parser.add_argument(
-        "--splits", type=split_parser(SPLITS), required=True, help=", ".join(SPLITS)
+        "--splits", type=cli.split_parser(SPLITS), required=True, help=", ".join(SPLITS)
     )
     parser.add_argument(
         "--voc-label-dir",
@@ -433,9 +340,9 @@ def main(argv=None):
         help="label folder of index PNGs, relative to --voc-root or not "
         "(default: SegmentationClass; e.g. SegmentationClassAug)",
     )
-    add_common_arguments(parser)
+    cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    return run_build(
+    return cli.run_build(
         build, args, args.voc_root, sbd_root=args.sbd_root, voc_label_dir=args.voc_label_dir
     )
 

@@ -30,12 +30,12 @@ loop reads it; any strategy, e.g. MirroredStrategy, takes the same call):
     >>> import numpy as np
     >>> import tensorflow as tf
     >>> from deeplab_family.data.pipeline import InputConfig, make_dataset
-    >>> from tfrecords_tools import writer
+    >>> from tfrecords_tools import example, framing
     >>> folder = tempfile.mkdtemp()
     >>> image = tf.io.encode_png(np.full((40, 50, 3), 128, np.uint8)).numpy()
-    >>> label = writer.encode_label_png(np.zeros((40, 50), np.uint8))
-    >>> shard = writer.TFRecordFile(os.path.join(folder, "train_aug-00000-of-00001.tfrecord"))
-    >>> shard.write(writer.segmentation_example(image, "png", label, "a", 40, 50))
+    >>> label = example.encode_label_png(np.zeros((40, 50), np.uint8))
+    >>> shard = framing.TFRecordFile(os.path.join(folder, "train_aug-00000-of-00001.tfrecord"))
+    >>> shard.write(example.segmentation_example(image, "png", label, "a", 40, 50))
     >>> shard.close()
     >>> cfg = InputConfig(file_pattern=os.path.join(folder, "train_aug-*.tfrecord"),
     ...                   crop_size=33, batch_size=2, shuffle_buffer=4)

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_family.data import schema
-from tfrecords_tools import writer
+from tfrecords_tools import example, framing
 
 # One colour per class, so that an image "says" its label: flip or crop mistakes show up as
 # colours on the wrong label.
@@ -37,13 +37,14 @@ def write_shards(folder, split, examples, num_shards=1):
     """
     os.makedirs(folder, exist_ok=True)
     for index in range(num_shards):
-        out = writer.TFRecordFile(os.path.join(folder, schema.shard_name(split, index, num_shards)))
+        name = schema.shard_name(split, index, num_shards)
+        out = framing.TFRecordFile(os.path.join(folder, name))
         for sample_id, image_bytes, label in examples[index::num_shards]:
             height, width = label.shape
             fmt = "jpeg" if image_bytes[:2] == b"\xff\xd8" else "png"
             out.write(
-                writer.segmentation_example(
-                    image_bytes, fmt, writer.encode_label_png(label), sample_id, height, width
+                example.segmentation_example(
+                    image_bytes, fmt, example.encode_label_png(label), sample_id, height, width
                 )
             )
         out.close()

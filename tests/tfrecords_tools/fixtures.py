@@ -1,7 +1,8 @@
 """Tiny VOC 2012 + SBD and Cityscapes trees in the real file formats, written from scratch.
 
-- VOC labels: palette PNGs (mode P) written with PIL and the palette from
-  ``deeplab_family.data.palette``; the optional ``SegmentationClassAug`` copy is grayscale (mode L).
+- VOC labels: palette PNGs (mode P) with the palette from ``deeplab_family.data.palette``
+  (``tfrecords_tools.synthetic.encode_palette_png``); the optional ``SegmentationClassAug`` copy
+  is grayscale (mode L).
 - SBD labels: ``.mat`` files written with ``scipy.io.savemat`` in the ``GTcls`` layout
   (``Boundaries``: 20x1 cell of sparse matrices, ``Segmentation``: uint8, ``CategoriesPresent``).
 - Lists that overlap the way the real ones do.
@@ -17,7 +18,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from deeplab_family.data import palette
+from tfrecords_tools import synthetic
 
 # id -> where it is listed. 2007_000003 is in VOC train and SBD train with different labels and
 # JPEGs (VOC must win); 2007_000005 is a VOC val id that SBD lists for training (train_aug must
@@ -55,13 +56,8 @@ def png_bytes(array):
     return buf.getvalue()
 
 
-def palette_png_bytes(label):
-    label = np.ascontiguousarray(label, dtype=np.uint8)
-    image = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
-    image.putpalette(palette.pil_palette())
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+# A VOC-style palette PNG (mode P, the VOC colour map): the synthetic set's own encoder.
+palette_png_bytes = synthetic.encode_palette_png
 
 
 def write_sbd_mat(path, segmentation):

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 
 import numpy as np
@@ -223,3 +224,15 @@ def test_cli(tree, tmp_path, capsys):
     assert "error: missing file: JPEGImages/2007_000004.jpg" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         voc.main(["--voc-root", tree["voc_root"], "--splits", "test", "--output-dir", out])
+
+
+def test_progress_in_a_log_is_one_line_per_update_and_no_redraws(tree, tmp_path, capsys):
+    """Off a terminal (CI, a log file) the builder prints whole lines, never a `\\r` redraw."""
+    _build(tree, ["train_aug", "val"], str(tmp_path / "out"), num_shards=2, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\033" not in err
+    lines = err.splitlines()
+    pattern = r"(train_aug \d/5|val \d/2) \[[=> ]{24}\] \d+\.\d img/s (ETA|in) \d+:\d\d"
+    assert lines and all(re.fullmatch(pattern, line) for line in lines), lines
+    assert lines[-1].startswith("val 2/2 [" + "=" * 24 + "]") and " in " in lines[-1]
+    assert sum(line.startswith("train_aug 5/5 ") for line in lines) == 1
