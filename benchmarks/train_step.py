@@ -49,7 +49,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from deeplab_family.config import load_config
-    from deeplab_family.training import loop
+    from deeplab_family.data.schema import IGNORE_LABEL
+    from deeplab_family.training import loop, strategies
 
     overrides = [
         f"train_data.batch_size={args.batch}",
@@ -61,19 +62,19 @@ def main(argv=None):
     if args.mixed_precision:
         overrides.append(f"training.mixed_precision={args.mixed_precision}")
     config = load_config(args.config, overrides)
-    strategy = loop.make_strategy(config.runtime)
+    strategy = strategies.make_strategy(config.runtime)
     trainer = loop.Trainer(config, strategy)
     device = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0]
     print(f"model {config.model.name} R{config.model.backbone.depth} "
           f"OS{config.model.backbone.output_stride}, {trainer.model.count_params():,} params; "
           f"crop {args.crop}, global batch {args.batch}, {args.mixed_precision or 'float32'}"
-          f"{', XLA' if args.xla else ''}; {loop.describe(strategy)}; device {device.name}; "
+          f"{', XLA' if args.xla else ''}; {strategies.describe(strategy)}; device {device.name}; "
           f"{os.cpu_count()} CPUs visible")
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (args.batch, args.crop, args.crop, 3)).astype("float32")
     labels = rng.integers(0, config.model.num_classes, (args.batch, args.crop, args.crop))
-    labels[rng.random(labels.shape) < 0.1] = 255
+    labels[rng.random(labels.shape) < 0.1] = IGNORE_LABEL
     dataset = tf.data.Dataset.from_tensors((images, labels.astype("int32"))).repeat()
     batches = iter(strategy.experimental_distribute_dataset(dataset))
 

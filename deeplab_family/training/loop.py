@@ -2,7 +2,8 @@
 
 `strategy.run` + `strategy.distribute_datasets_from_function`, the same code on one CPU, on the
 GPUs of one machine (MirroredStrategy), on many machines (MultiWorkerMirroredStrategy, where
-Keras `fit` fails: keras-team/keras#20585) and on TPUs. What each step does (DeepLabv3 Sec 4.1,
+Keras `fit` fails: keras-team/keras#20585) and on TPUs (the strategies: `strategies.py`). What
+each step does (DeepLabv3 Sec 4.1,
 Appendix A; PAN Sec 4):
 
 - the model's logits are at the input size, and the loss compares them with the untouched
@@ -61,7 +62,9 @@ import tensorflow as tf
 from deeplab_family.config import save_config
 from deeplab_family.data import palette
 from deeplab_family.data.pipeline import make_dataset
+from deeplab_family.data.schema import IGNORE_LABEL
 from deeplab_family.models import build_model
+from deeplab_family.progress import ProgressBar
 from deeplab_family.training import checkpoints
 from deeplab_family.training.losses import (
     check_aux_weights,
@@ -69,8 +72,13 @@ from deeplab_family.training.losses import (
     output_strides,
     replica_losses,
 )
-from deeplab_family.progress import ProgressBar
 from deeplab_family.training.schedules import PolyWithWarmup
+from deeplab_family.training.strategies import (
+    describe,
+    is_multi_worker,
+    make_strategy,
+    worker_role,
+)
 
 SUMMARY_SUBDIR = "train"
 MAX_SUMMARY_IMAGES = 3
@@ -78,113 +86,6 @@ MAX_SUMMARY_IMAGES = 3
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; nothing was written after the last good checkpoint."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Strategies
-
-
-def split_cpu(num_replicas):
-    """Splits the first CPU into `num_replicas` logical devices (before TensorFlow starts).
-
-    Returns the logical CPU names. If TensorFlow has already started with a split (the tests
-    split into two), that split is used when it has enough devices; otherwise a RuntimeError
-    says to set the split before anything else runs.
-    """
-    cpus = tf.config.list_physical_devices("CPU")
-    if num_replicas > 1:
-        try:
-            tf.config.set_logical_device_configuration(
-                cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_replicas
-            )
-        except RuntimeError:
-            pass  # already initialised: check what we have below
-    names = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(names) < num_replicas:
-        raise RuntimeError(
-            f"runtime.cpu_replicas={num_replicas} but TensorFlow already started with "
-            f"{len(names)} logical CPU(s). Split the CPU before TensorFlow runs anything "
-            "(python -m deeplab_family.train --cpu-replicas N does)."
-        )
-    return names[:max(1, num_replicas)]
-
-
-def mirrored_strategy(devices=None):
-    """A MirroredStrategy whose collective keys no other strategy in this process uses.
-
-    Every MirroredStrategy numbers its collective groups and instances from the same start, and
-    the runtime remembers what it learnt about a key. A second strategy in the same process
-    (tests, notebooks, train-then-train-again) whose graphs differ then fails with "Shape
-    mismatch in the collective instance 100" (and knock-on kernel errors). Moving the key base
-    of each new strategy avoids that; one strategy per process is unaffected. (A TensorFlow
-    class attribute: this is the one piece of global state the loop touches besides seeds.)
-    """
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
-    strategy = tf.distribute.MirroredStrategy(devices)
-    # ... and past it, so that a plain MirroredStrategy made later does not share its keys.
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
-    return strategy
-
-
-def make_strategy(runtime):
-    """The `tf.distribute` strategy of a `config.RuntimeConfig`.
-
-    - "mirrored": every local GPU; without GPUs, `cpu_replicas` logical CPUs (one CPU when 0).
-      Call it before TensorFlow runs anything else: splitting the CPU must come first.
-    - "multi_worker": MultiWorkerMirroredStrategy; the cluster comes from `TF_CONFIG`.
-    - "tpu": TPUStrategy on `runtime.tpu` ("" = the local TPU or the one the environment names).
-    - "one_device": the first GPU, else the CPU.
-    """
-    name = runtime.strategy
-    # Physical, not logical: listing logical devices starts the runtime, after which neither
-    # the CPU split nor MultiWorkerMirroredStrategy's collectives can be configured.
-    gpus = tf.config.list_physical_devices("GPU")
-    if name == "mirrored":
-        if gpus:
-            return mirrored_strategy()
-        return mirrored_strategy(split_cpu(runtime.cpu_replicas))
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise RuntimeError(
-                "runtime.strategy=multi_worker needs TF_CONFIG, e.g. "
-                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                '"task": {"type": "worker", "index": 0}} on the first machine'
-            )
-        # One replica per worker on CPUs (MultiWorkerMirroredStrategy uses one local CPU
-        # device): runtime.cpu_replicas applies to "mirrored" only.
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    raise ValueError(f"unknown runtime.strategy {name!r}")
-
-
-def worker_role(strategy):
-    """(is_chief, "worker-1"-style name) of this process in a multi-worker cluster."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True, "chief"
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type is None:
-        return True, "chief"
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
-    return is_chief, f"{task_type}-{task_id}"
-
-
-def describe(strategy):
-    devices = list(strategy.extended.worker_devices)
-    name = type(strategy).__name__
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        name = "MultiWorkerMirroredStrategy"
-    return (
-        f"{name} with {strategy.num_replicas_in_sync} replica(s) "
-        f"({', '.join(d.split('/')[-1] if '/' in d else d for d in devices)} on this worker)"
-    )
 
 
 def set_global_determinism(seed, deterministic):
@@ -209,6 +110,7 @@ def freeze_batch_norm(model):
 
 
 def _mix(seed, step):
+    """The input pipeline's seed for a run that starts at `step` (a 31-bit int)."""
     return (int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (1 << 31)
 
 
@@ -240,7 +142,9 @@ class Trainer:
         policy = training.mixed_precision
         self.policy = None if policy in (None, "float32") else policy
         self.loss_scaling = self.policy == "mixed_float16"
-        self.ignore_label = config.train_data.ignore_label if config.train_data else 255
+        self.ignore_label = (
+            config.train_data.ignore_label if config.train_data else IGNORE_LABEL
+        )
         self.schedule = PolyWithWarmup.from_training_config(training)
 
         with strategy.scope():
@@ -424,7 +328,7 @@ def _restore(trainer, model_dir, progress):
 def _check_same_step(trainer):
     """Under multi-worker training every worker must resume at the same step."""
     strategy = trainer.strategy
-    if strategy.num_replicas_in_sync == 1:
+    if not is_multi_worker(strategy) or strategy.num_replicas_in_sync == 1:
         return
     own = int(trainer.step.numpy())
     per_replica = strategy.run(lambda: tf.cast(trainer.step.read_value(), tf.float64))
@@ -434,6 +338,182 @@ def _check_same_step(trainer):
             f"this worker resumed at step {own} but the others did not (sum of the steps "
             f"{total:g}): the model dir must be on storage that every worker sees"
         )
+
+
+def _check_train_data(config):
+    """Refuses a config without training shards, before a model is built."""
+    if config.train_data is None or not config.train_data.file_pattern:
+        raise ValueError("train_data.file_pattern is empty: say which TFRecord shards to train on")
+
+
+def _prepare_model_dir(trainer, model_dir, is_chief, progress):
+    """Writes the resolved config (sync BN decided, on the chief only) to the model dir."""
+    config = trainer.config
+    resolved_training = dataclasses.replace(config.training, sync_bn=trainer.sync_bn)
+    resolved = dataclasses.replace(config, model=trainer.model_config, training=resolved_training)
+    if is_chief:
+        path = save_config(resolved, model_dir)
+        progress.message(f"config written to {path}")
+
+
+def _setup_line(trainer):
+    """The log line that says how this run trains: strategy, BN, precision."""
+    return (
+        f"strategy: {describe(trainer.strategy)}; sync BN {'on' if trainer.sync_bn else 'off'}"
+        + (f"; {trainer.frozen_bn_layers} BN layers frozen" if trainer.frozen_bn_layers else "")
+        + (f"; {trainer.policy}" if trainer.policy else "")
+    )
+
+
+class _CheckpointWriter:
+    """Saves the trainer's checkpoints: the chief's into `<model_dir>/checkpoints`, keeping
+    `training.keep_checkpoints`; another worker's into a scratch dir deleted after each save.
+
+    Non-chief workers must take part in saving (the variables may need collectives) but write
+    where nobody reads (TF's multi-worker recipe).
+    """
+
+    def __init__(self, trainer, model_dir, is_chief, role):
+        self.is_chief = is_chief
+        if is_chief:
+            self.directory = checkpoints.checkpoint_dir(model_dir)
+        else:
+            self.directory = tempfile.mkdtemp(prefix=f"deeplab-{role}-")
+        keep = trainer.config.training.keep_checkpoints if is_chief else 1
+        self.manager = tf.train.CheckpointManager(
+            trainer.checkpoint, self.directory, max_to_keep=keep
+        )
+
+    def save(self, step):
+        """Writes the checkpoint of `step`; returns its prefix on the chief, None elsewhere."""
+        self.manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return None
+        return self.manager.latest_checkpoint
+
+    def close(self):
+        """Deletes a non-chief worker's scratch dir."""
+        if not self.is_chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _build_dataset(trainer, start):
+    """The distributed batches of a run starting at `start`, re-seeded from (seed, start)."""
+    config = trainer.config
+    training = config.training
+    base_seed = config.train_data.seed if config.train_data.seed is not None else training.seed
+    input_config = dataclasses.replace(
+        config.train_data,
+        seed=_mix(base_seed, start),
+        deterministic=config.train_data.deterministic or training.deterministic,
+    )
+    return iter(trainer.distribute_dataset(input_config))
+
+
+def _check_finite(terms, step, model_dir, ignore_label):
+    """Raises `TrainingDiverged` on a NaN or Inf loss, before the step writes anything."""
+    loss = terms["loss"]
+    if math.isfinite(loss):
+        return
+    good = checkpoints.latest_checkpoint(model_dir)
+    raise TrainingDiverged(
+        f"the loss is {loss} at step {step} (cross-entropy {terms['cross_entropy']}, "
+        f"learning rate {terms['learning_rate']:.3g}); training stopped without writing a "
+        f"checkpoint. The last good checkpoint is "
+        f"{good or 'none (no checkpoint was written yet)'}. Lower training.learning_rate, add "
+        f"training.warmup_steps, or check the data (labels must be in 0..num_classes-1 or "
+        f"{ignore_label})."
+    )
+
+
+class _Throughput:
+    """Images/s and the ETA over a window of recent steps that starts after the first step
+    (which traces the step function)."""
+
+    WINDOW_STEPS = 50  # a sliding-ish window: the recent speed, not the mean since the start
+
+    def __init__(self, global_batch, total_steps):
+        self.global_batch = global_batch
+        self.total_steps = total_steps
+        self.window_start, self.window_steps = None, 0
+        self.images_per_sec, self.eta = None, None
+
+    def update(self, step):
+        """Counts a step that just ended at `step`; returns (images/s, ETA in s), or Nones."""
+        now = time.monotonic()
+        if self.window_start is None:
+            self.window_start, self.window_steps = now, 0
+        else:
+            self.window_steps += 1
+            elapsed = now - self.window_start
+            if elapsed > 0:
+                self.images_per_sec = self.window_steps * self.global_batch / elapsed
+                self.eta = (self.total_steps - step) * elapsed / self.window_steps
+            if self.window_steps >= self.WINDOW_STEPS:
+                self.window_start, self.window_steps = now, 0
+        return self.images_per_sec, self.eta
+
+
+def _write_summaries(trainer, step, terms, images_per_sec, images, labels):
+    """TensorBoard scalars every `log_every` steps, images every `image_summary_every` steps."""
+    training = trainer.config.training
+    if step % training.log_every == 0 or step == training.steps:
+        for name, value in terms.items():
+            if name != "valid_pixels":
+                tf.summary.scalar(f"loss/{name}" if name not in (
+                    "learning_rate", "loss_scale") else name, value, step=step)
+        if images_per_sec:
+            tf.summary.scalar("images_per_sec", images_per_sec, step=step)
+    every = training.image_summary_every
+    if every and (step % every == 0 or step == 1):
+        predictions = trainer.predict_first_replica(images)
+        local = trainer.strategy.experimental_local_results
+        shown = _summary_images(local(images)[0], local(labels)[0], predictions)
+        for name, value in zip(("input", "ground_truth", "prediction"), shown):
+            tf.summary.image(f"images/{name}", value, step=step, max_outputs=MAX_SUMMARY_IMAGES)
+
+
+def _run_steps(trainer, batches, start, *, model_dir, saver, is_chief, progress):
+    """Trains from step `start` to `training.steps`, with progress, summaries and checkpoints.
+    Returns the last step and its loss terms."""
+    training = trainer.config.training
+    writer = (
+        tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_SUBDIR))
+        if is_chief else tf.summary.create_noop_writer()
+    )
+    throughput = _Throughput(trainer.config.train_data.batch_size, training.steps)
+    step, terms = start, {}
+    try:
+        with writer.as_default():
+            while step < training.steps:
+                images, labels = next(batches)
+                terms = trainer.train_step(images, labels)
+                step += 1
+                _check_finite(terms, step, model_dir, trainer.ignore_label)
+                images_per_sec, eta = throughput.update(step)
+                progress.update(step, terms["loss"], terms["learning_rate"], images_per_sec, eta,
+                                final=step == training.steps)
+                _write_summaries(trainer, step, terms, images_per_sec, images, labels)
+                if step % training.checkpoint_every == 0 or step == training.steps:
+                    prefix = saver.save(step)
+                    if prefix is not None:
+                        progress.message(f"checkpoint {prefix}")
+                writer.flush()
+    finally:
+        writer.close()
+    return step, terms
+
+
+def _finish(trainer, model_dir, start, step, terms):
+    """What `train` returns (see there)."""
+    return {
+        "step": step,
+        "loss": terms.get("loss"),
+        "steps_run": step - start,
+        "checkpoint": checkpoints.latest_checkpoint(model_dir),
+        "trainer": trainer,
+    }
 
 
 def train(config, model_dir, *, strategy=None, stream=None):
@@ -446,7 +526,8 @@ def train(config, model_dir, *, strategy=None, stream=None):
         config: `config.ExperimentConfig`.
         model_dir: str. Checkpoints go to `<model_dir>/checkpoints`, TensorBoard summaries to
             `<model_dir>/train`, the resolved config to `<model_dir>/config.yaml`.
-        strategy: a `tf.distribute.Strategy`, or None for `make_strategy(config.runtime)`.
+        strategy: a `tf.distribute.Strategy`, or None for
+            `strategies.make_strategy(config.runtime)`.
         stream: where the progress goes (stdout).
 
     Returns:
@@ -462,116 +543,21 @@ def train(config, model_dir, *, strategy=None, stream=None):
     set_global_determinism(training.seed, training.deterministic)
     is_chief, role = worker_role(strategy)
     progress = ProgressBar(training.steps, every=training.log_every, stream=stream)
-    if config.train_data is None or not config.train_data.file_pattern:
-        raise ValueError("train_data.file_pattern is empty: say which TFRecord shards to train on")
+    _check_train_data(config)
 
     trainer = Trainer(config, strategy)
-    resolved_training = dataclasses.replace(training, sync_bn=trainer.sync_bn)
-    resolved = dataclasses.replace(config, model=trainer.model_config, training=resolved_training)
-    if is_chief:
-        path = save_config(resolved, model_dir)
-        progress.message(f"config written to {path}")
-    progress.message(
-        f"strategy: {describe(strategy)}; sync BN {'on' if trainer.sync_bn else 'off'}"
-        + (f"; {trainer.frozen_bn_layers} BN layers frozen" if trainer.frozen_bn_layers else "")
-        + (f"; {trainer.policy}" if trainer.policy else "")
-    )
-
-    # Non-chief workers must take part in saving (the variables may need collectives) but
-    # write to a scratch directory that is deleted at once (TF's multi-worker recipe).
-    write_dir = checkpoints.checkpoint_dir(model_dir)
-    if not is_chief:
-        write_dir = tempfile.mkdtemp(prefix=f"deeplab-{role}-")
-    manager = tf.train.CheckpointManager(
-        trainer.checkpoint, write_dir, max_to_keep=training.keep_checkpoints if is_chief else 1
-    )
-
-    start = _restore(trainer, model_dir, progress)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _check_same_step(trainer)
-    if start >= training.steps:
-        progress.message(f"already trained: step {start} >= training.steps={training.steps}")
-        return {"step": start, "loss": None, "steps_run": 0,
-                "checkpoint": checkpoints.latest_checkpoint(model_dir), "trainer": trainer}
-
-    base_seed = config.train_data.seed if config.train_data.seed is not None else training.seed
-    input_config = dataclasses.replace(
-        config.train_data,
-        seed=_mix(base_seed, start),
-        deterministic=config.train_data.deterministic or training.deterministic,
-    )
-    iterator = iter(trainer.distribute_dataset(input_config))
-
-    writer = (
-        tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_SUBDIR))
-        if is_chief else tf.summary.create_noop_writer()
-    )
-    global_batch = input_config.batch_size
-    step = start
-    terms = {}
-    window_start, window_steps, images_per_sec, eta = None, 0, None, None
+    _prepare_model_dir(trainer, model_dir, is_chief, progress)
+    progress.message(_setup_line(trainer))
+    saver = _CheckpointWriter(trainer, model_dir, is_chief, role)
     try:
-        with writer.as_default():
-            while step < training.steps:
-                images, labels = next(iterator)
-                terms = trainer.train_step(images, labels)
-                step += 1
-                loss = terms["loss"]
-                if not math.isfinite(loss):
-                    good = checkpoints.latest_checkpoint(model_dir)
-                    raise TrainingDiverged(
-                        f"the loss is {loss} at step {step} (cross-entropy "
-                        f"{terms['cross_entropy']}, learning rate {terms['learning_rate']:.3g}); "
-                        f"training stopped without writing a checkpoint. The last good "
-                        f"checkpoint is {good or 'none (no checkpoint was written yet)'}. "
-                        "Lower training.learning_rate, add training.warmup_steps, or check the "
-                        "data (labels must be in 0..num_classes-1 or 255)."
-                    )
-                # Throughput over a window that starts after the first (tracing) step.
-                now = time.monotonic()
-                if window_start is None:
-                    window_start, window_steps = now, 0
-                else:
-                    window_steps += 1
-                    elapsed = now - window_start
-                    if elapsed > 0:
-                        images_per_sec = window_steps * global_batch / elapsed
-                        eta = (training.steps - step) * elapsed / window_steps
-                    if window_steps >= 50:  # a sliding-ish window: recent speed, not the mean
-                        window_start, window_steps = now, 0
-                progress.update(step, loss, terms["learning_rate"], images_per_sec, eta,
-                                final=step == training.steps)
-                if step % training.log_every == 0 or step == training.steps:
-                    for name, value in terms.items():
-                        if name != "valid_pixels":
-                            tf.summary.scalar(f"loss/{name}" if name not in (
-                                "learning_rate", "loss_scale") else name, value, step=step)
-                    if images_per_sec:
-                        tf.summary.scalar("images_per_sec", images_per_sec, step=step)
-                every = training.image_summary_every
-                if every and (step % every == 0 or step == 1):
-                    predictions = trainer.predict_first_replica(images)
-                    local = strategy.experimental_local_results
-                    shown = _summary_images(local(images)[0], local(labels)[0], predictions)
-                    for name, value in zip(("input", "ground_truth", "prediction"), shown):
-                        tf.summary.image(f"images/{name}", value, step=step,
-                                         max_outputs=MAX_SUMMARY_IMAGES)
-                if step % training.checkpoint_every == 0 or step == training.steps:
-                    manager.save(checkpoint_number=step)
-                    if not is_chief:
-                        shutil.rmtree(write_dir, ignore_errors=True)
-                    else:
-                        progress.message(f"checkpoint {manager.latest_checkpoint}")
-                writer.flush()
+        start = _restore(trainer, model_dir, progress)
+        _check_same_step(trainer)
+        if start >= training.steps:
+            progress.message(f"already trained: step {start} >= training.steps={training.steps}")
+            return _finish(trainer, model_dir, start, start, {})
+        step, terms = _run_steps(trainer, _build_dataset(trainer, start), start,
+                                 model_dir=model_dir, saver=saver, is_chief=is_chief,
+                                 progress=progress)
     finally:
-        writer.close()
-        if not is_chief:
-            shutil.rmtree(write_dir, ignore_errors=True)
-    return {
-        "step": step,
-        "loss": terms.get("loss"),
-        "steps_run": step - start,
-        "checkpoint": checkpoints.latest_checkpoint(model_dir),
-        "trainer": trainer,
-    }
-
+        saver.close()
+    return _finish(trainer, model_dir, start, step, terms)

@@ -14,6 +14,7 @@ as in research/deeplab's `tf.metrics.mean_iou`.
 import numpy as np
 import tensorflow as tf
 
+from deeplab_family._validation import positive_int
 from deeplab_family.data.schema import IGNORE_LABEL
 
 
@@ -35,9 +36,7 @@ class StreamingConfusionMatrix:
     """
 
     def __init__(self, num_classes, ignore_label=IGNORE_LABEL):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an int >= 1. Received: {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = positive_int("num_classes", num_classes)
         self.ignore_label = ignore_label
         self.matrix = np.zeros((num_classes, num_classes), np.int64)
         self._batch_matrix = tf.function(self._batch_confusion, reduce_retracing=True)

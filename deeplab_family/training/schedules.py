@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from deeplab_family._validation import positive_int, positive_number, require
+
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
 class PolyWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
@@ -32,22 +34,18 @@ class PolyWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, learning_rate, max_steps, power=0.9, end_learning_rate=0.0,
                  warmup_steps=0):
-        if not learning_rate > 0:
-            raise ValueError(
-                f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}"
-            )
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be an int >= 1. Received: max_steps={max_steps!r}")
-        if not 0 <= end_learning_rate <= learning_rate:
-            raise ValueError(
-                "end_learning_rate must be in [0, learning_rate]. Received: "
-                f"end_learning_rate={end_learning_rate!r}, learning_rate={learning_rate!r}"
-            )
-        if not 0 <= warmup_steps < max_steps:
-            raise ValueError(
-                f"warmup_steps must be in [0, max_steps). Received: warmup_steps={warmup_steps!r}"
-                f", max_steps={max_steps!r}"
-            )
+        positive_number("learning_rate", learning_rate)
+        positive_int("max_steps", max_steps)
+        require(
+            0 <= end_learning_rate <= learning_rate,
+            "end_learning_rate must be in [0, learning_rate]. Received: "
+            f"end_learning_rate={end_learning_rate!r}, learning_rate={learning_rate!r}",
+        )
+        require(
+            0 <= warmup_steps < max_steps,
+            f"warmup_steps must be in [0, max_steps). Received: warmup_steps={warmup_steps!r}, "
+            f"max_steps={max_steps!r}",
+        )
         self.learning_rate = float(learning_rate)
         self.max_steps = max_steps
         self.power = float(power)

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from deeplab_family.data.pipeline import make_dataset
 from deeplab_family.training import loop
-from deeplab_family.training.loop import Trainer, mirrored_strategy
+from deeplab_family.training.loop import Trainer
+from deeplab_family.training.strategies import mirrored_strategy
 from tests.training.helpers import tiny_config
 
 

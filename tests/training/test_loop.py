@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from deeplab_family import train as train_cli
 from deeplab_family.config import load_config
-from deeplab_family.training import checkpoints, loop
 from deeplab_family.progress import ProgressBar
+from deeplab_family.training import checkpoints, loop, strategies
 from tests.training.helpers import TEST_OVERRIDES, TINY_CONFIG, data_overrides, tiny_config
 
 ONE_DEVICE = "runtime.strategy=one_device"
@@ -153,15 +153,6 @@ def test_resume_reseeds_the_input_pipeline_from_seed_and_step(shards, tmp_path, 
     assert not np.array_equal(resumed, other_seed)
 
 
-def test_split_cpu_refuses_a_count_the_running_runtime_cannot_give():
-    """TensorFlow already runs (with the test session's two logical CPUs): asking for more
-    logical CPUs is an error, never a silent run on fewer replicas."""
-    assert len(loop.split_cpu(2)) == 2
-    with pytest.raises(RuntimeError, match="cpu_replicas=3 but TensorFlow already started with "
-                                           "2 logical CPU"):
-        loop.split_cpu(3)
-
-
 def test_an_interrupted_checkpoint_write_never_replaces_the_last_good_one(
     shards, model_dir, monkeypatch
 ):
@@ -240,7 +231,7 @@ def test_aux_outputs_need_weights_before_anything_runs(shards, model_dir):
 def test_batch_must_split_across_replicas(shards):
     config = tiny_config(shards, "train_data.batch_size=3")
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    trainer = loop.Trainer(config, loop.mirrored_strategy(devices))
+    trainer = loop.Trainer(config, strategies.mirrored_strategy(devices))
     with pytest.raises(ValueError, match="batch_size=3 is the global batch.*2 replicas"):
         trainer.distribute_dataset(config.train_data)
 

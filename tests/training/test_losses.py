@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from deeplab_family.layers import ConvNormAct
-from deeplab_family.training.loop import mirrored_strategy
 from deeplab_family.training.losses import (
     check_aux_weights,
     conv_kernels,
@@ -15,6 +14,7 @@ from deeplab_family.training.losses import (
     weight_decay_loss,
 )
 from deeplab_family.training.schedules import PolyWithWarmup
+from deeplab_family.training.strategies import mirrored_strategy
 
 
 def _np_cross_entropy(logits, labels, ignore=255):
