@@ -68,10 +68,11 @@ def main(argv=None):
     import tensorflow as tf
     from export import model_config  # benchmarks/export.py: the same tiny and R101 configs
 
-    from deeplab_family.evaluate import build_eval_model, make_predictor
+    from deeplab_family.evaluate import make_predictor
+    from deeplab_family.inference import build_inference_model
 
     scales = [float(s) for s in args.scales.split(",")]
-    model = build_eval_model(model_config(args.model), args.output_stride)
+    model = build_inference_model(model_config(args.model), args.output_stride)
     predict = make_predictor(model, scales, flip=not args.no_flip)
     print(f"{args.model}: output stride {args.output_stride}, scales {scales}, flip "
           f"{not args.no_flip}, {args.images} images ({args.sizes} sizes), malloc arenas "

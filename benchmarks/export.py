@@ -42,7 +42,8 @@ import tensorflow as tf
 
 from deeplab_family import export as export_lib
 from deeplab_family.config import ExportConfig, load_config
-from deeplab_family.models import ModelConfig, build_model
+from deeplab_family.inference import build_inference_model
+from deeplab_family.models import ModelConfig
 
 SIZE = (513, 513)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +84,7 @@ def timed(variants, warmup, runs):
 
 def bench(name, args, tmp):
     config = model_config(name).with_output_stride(args.output_stride)
-    model = build_model(config)
+    model = build_inference_model(config)
     export_lib.use_dense_atrous_convs(model)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (1, *SIZE, 3), dtype=np.uint8)

@@ -32,15 +32,14 @@ def main(argv=None):
     import numpy as np
 
     from deeplab_family import evaluate
-    from deeplab_family.config import load_config
+    from deeplab_family.cli import load_experiment_config
     from deeplab_family.data.pipeline import make_dataset
-    from deeplab_family.training import checkpoints
+    from deeplab_family.inference import load_inference_model
     from deeplab_family.training.metrics import StreamingConfusionMatrix
 
-    config = load_config(args.config or os.path.join(args.model_dir, "config.yaml"),
-                         [f"eval_data.file_pattern={args.val_pattern}"])
-    model = evaluate.build_eval_model(config.model, args.output_stride)
-    prefix = checkpoints.restore_model(model, args.model_dir)
+    config = load_experiment_config(args.config, args.model_dir,
+                                    [f"eval_data.file_pattern={args.val_pattern}"])
+    model, prefix = load_inference_model(config.model, args.model_dir, args.output_stride)
     scales = [float(s) for s in args.scales.split(",")]
     flip = not args.no_flip
     orders = ("logits", "probabilities")

@@ -34,8 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_family import export as export_lib
+from deeplab_family.cli import load_experiment_config
 from deeplab_family.data.pipeline import decode_example, list_files
-from deeplab_family.predict import TFLitePredictor, fit_to_size, restore_size
+from deeplab_family.data.schema import IGNORE_LABEL
+from deeplab_family.inference import fit_to_size, restore_size
+from deeplab_family.predict import TFLitePredictor
 
 TARGETS = {"float32": 0.999, "float16": 0.995}
 
@@ -48,7 +51,7 @@ def val_examples(pattern, count):
     return out
 
 
-def confusion(pred, label, num_classes, ignore=255):
+def confusion(pred, label, num_classes, ignore=IGNORE_LABEL):
     keep = label != ignore
     index = label[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
@@ -80,7 +83,7 @@ def main(argv=None):
     overrides = list(args.set)
     if args.representative_pattern:
         overrides.append(f"export.representative_pattern={args.representative_pattern}")
-    config = export_lib.load_experiment_config(args.config, args.model_dir, overrides)
+    config = load_experiment_config(args.config, args.model_dir, overrides)
     model, checkpoint = export_lib.build_export_model(config, args.model_dir)
     size = config.export.tflite_size
     num_classes = config.model.num_classes
@@ -106,14 +109,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         saved = export_lib.write_tflite_saved_model(model, size, os.path.join(tmp, "sm"))
         for mode in modes:
-            representative = None
-            if mode == "int8":
-                pattern = export_lib._representative_pattern(config)
-                count = config.export.representative_samples
-
-                def representative(pattern=pattern, count=count):
-                    return export_lib.representative_images(pattern, size, count)
-
+            representative = export_lib.calibration_images(config) if mode == "int8" else None
             start = time.time()
             content = export_lib.convert_saved_model(saved, mode, representative,
                                                      config.export.tflite_int8_io)

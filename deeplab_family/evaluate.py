@@ -1,13 +1,15 @@
-"""Evaluates a trained model: `python -m deeplab_family.evaluate --config YAML --model-dir DIR`.
+"""Evaluates a trained model: `python -m deeplab_family.evaluate [--config YAML] --model-dir DIR`.
 
     python -m deeplab_family.evaluate \\
         --config train_configs/deeplabv3_r101_os16_voc_trainaug.yaml \\
         --model-dir runs/deeplabv3_stage1 --output-stride 8 \\
         --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip
 
+- Without `--config`, the resolved `<model-dir>/config.yaml` that training wrote is used.
 - The latest checkpoint of the model dir is restored into a model built at the requested output
-  stride (`--output-stride`, else `evaluation.output_stride`): the weights do not depend on it,
-  so a model trained at OS16 is evaluated at OS8 (DeepLabv3 Sec 4.1 and Table 10).
+  stride (`--output-stride`, else `evaluation.output_stride`) with plain BN
+  (`inference.load_inference_model`, the model `export` writes too): the weights do not depend
+  on the stride, so a model trained at OS16 is evaluated at OS8 (DeepLabv3 Sec 4.1, Table 10).
 - One pass over `eval_data`, one image at a time at its native size (or padded to
   `eval_data.eval_crop_size`). A confusion matrix is accumulated; pixels labelled 255 (void
   border, padding) are never scored.
@@ -22,7 +24,8 @@
 
 Reports mIoU, per-class IoU (with the VOC or Cityscapes class names: `evaluation.dataset`) and
 pixel accuracy in `<model_dir>/eval_os{N}_scales{...}[_flip].json` and as the final JSON line on
-stdout.
+stdout. Exit status (`deeplab_family.cli`): 0 done, 1 a config that does not load, no checkpoint
+or one that does not fit, 2 a bad command line or no config for the model dir.
 """
 
 import argparse
@@ -31,6 +34,8 @@ import json
 import os
 import sys
 import time
+
+from deeplab_family import cli
 
 
 def _scales(text):
@@ -50,8 +55,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m deeplab_family.evaluate", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--model-dir", required=True, help="the training model dir")
+    cli.add_experiment_arguments(parser, "the training model dir (checkpoints/, config.yaml)")
     parser.add_argument("--output-stride", type=int, choices=(4, 8, 16, 32), default=None,
                         help="output stride of the evaluated model (evaluation.output_stride); "
                              "4 is DeepLabv3's Cityscapes test-set setting (Appendix C)")
@@ -59,8 +63,6 @@ def parse_args(argv=None):
                         help="comma-separated input scales (evaluation.scales)")
     parser.add_argument("--flip", action="store_true", default=None,
                         help="also average the left-right flipped inputs (evaluation.flip)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="override a config value; repeatable")
     parser.add_argument("--max-images", type=int, default=None,
                         help="stop after this many images (a quick look; not a full score)")
     return parser.parse_args(argv)
@@ -76,17 +78,6 @@ def class_names(dataset, num_classes):
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def build_eval_model(model_config, output_stride):
-    """The model at `output_stride`, with plain (unsynchronised) BN: inference only."""
-    from deeplab_family.models import build_model
-
-    config = model_config.with_output_stride(output_stride)
-    config = dataclasses.replace(
-        config, backbone=dataclasses.replace(config.backbone, synchronized_bn=False)
-    )
-    return build_model(config)
-
-
 def make_predictor(model, scales=(1.0,), flip=False, resize="logits"):
     """A traced `predict(image) -> int32 (1, H, W)` class map with multi-scale + flip averaging.
 
@@ -97,14 +88,14 @@ def make_predictor(model, scales=(1.0,), flip=False, resize="logits"):
     mean (`inference.multi_scale_probabilities`, which the exported SavedModel uses too;
     `resize="probabilities"` resizes after the softmax instead). With
     the single view "scale 1.0, no flip", the argmax of the logits: the same class map as
-    the argmax of the softmax, without the float ties that softmax could create.
+    the argmax of the softmax, without the float ties that softmax could create
+    (`inference.class_scores`).
     """
     import tensorflow as tf
 
-    from deeplab_family.inference import multi_scale_probabilities
+    from deeplab_family.inference import class_scores
 
     scales = tuple(float(s) for s in scales)
-    single = scales == (1.0,) and not flip
 
     def logits(x):
         return model(x, training=False)["logits"]
@@ -112,10 +103,8 @@ def make_predictor(model, scales=(1.0,), flip=False, resize="logits"):
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
                  reduce_retracing=True)
     def predict(image):
-        if single:
-            return tf.argmax(logits(image), axis=-1, output_type=tf.int32)
-        probs = multi_scale_probabilities(logits, image, scales, flip, resize=resize)
-        return tf.argmax(probs, axis=-1, output_type=tf.int32)
+        scores = class_scores(logits, image, scales, flip, resize=resize)
+        return tf.argmax(scores, axis=-1, output_type=tf.int32)
 
     return predict
 
@@ -204,8 +193,9 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
     import numpy as np
     import tensorflow as tf
 
+    from deeplab_family._files import write_json
     from deeplab_family.data.pipeline import make_dataset
-    from deeplab_family.training import checkpoints
+    from deeplab_family.inference import load_inference_model
     from deeplab_family.training.metrics import StreamingConfusionMatrix
 
     stream = stream or sys.stderr
@@ -218,8 +208,7 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
 
     prefix = None
     if model is None:
-        model = build_eval_model(config.model, output_stride)
-        prefix = checkpoints.restore_model(model, model_dir)
+        model, prefix = load_inference_model(config.model, model_dir, output_stride)
         print(f"restored {prefix} into a model at output stride {output_stride}", file=stream)
     step = None
     if prefix is not None:
@@ -263,12 +252,8 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
     }
     if not np.isfinite(report["miou"]):
         report["miou"] = None
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, result_filename(output_stride, scales, flip))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, path)
+    path = write_json(os.path.join(model_dir, result_filename(output_stride, scales, flip)),
+                      report)
     report["results_file"] = path
     return report
 
@@ -279,19 +264,12 @@ def main(argv=None):
     from deeplab_family.malloc import limit_arenas
 
     limit_arenas(2)  # flat memory over thousands of images (deeplab_family/malloc.py)
-    from deeplab_family.config import load_config
-
     try:
-        config = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try:
+        config = cli.load_experiment_config(args.config, args.model_dir, args.overrides)
         report = evaluate(config, args.model_dir, output_stride=args.output_stride,
                           scales=args.scales, flip=args.flip, max_images=args.max_images)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except cli.TOOL_ERRORS as e:
+        return cli.error(e)
     miou = "n/a" if report["miou"] is None else f"{report['miou']:.4f}"
     print(f"mIoU {miou}, pixel accuracy {report['pixel_accuracy']:.4f} on "
           f"{report['num_images']} images (output stride {report['output_stride']}, scales "
@@ -301,7 +279,7 @@ def main(argv=None):
                                       "output_stride", "scales", "flip", "step",
                                       "results_file")}
     print(json.dumps(summary))
-    return 0
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ if it is larger, keeping its aspect ratio; the mask is cropped back and, if the 
 shrunk, resized to the original size (nearest neighbour).
 
 A missing, unreadable or undecodable image is reported with its name on stderr and skipped;
-the exit status is 1 when any image failed, 0 otherwise.
+the exit status is 1 when any image failed, 0 otherwise, and 2 when `--model` is no exported
+model (`deeplab_family.cli`).
 """
 
 import argparse
@@ -26,13 +27,13 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
-from deeplab_family.data.augment import IMAGENET_MEAN_RGB
+from deeplab_family import cli
 from deeplab_family.data.palette import VOC_COLORMAP, pil_palette
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
+from deeplab_family.export.export_dir import versions
+from deeplab_family.inference import JPEG_MAGIC, PNG_MAGIC, fit_to_size, restore_size
 
 
 class ImageError(ValueError):
@@ -41,11 +42,9 @@ class ImageError(ValueError):
 
 def read_image(path):
     """The file's bytes and its pixels, uint8 `(H, W, 3)` RGB, decoded as the SavedModel does."""
-    import tensorflow as tf
-
     with open(path, "rb") as f:
         data = f.read()
-    if not data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+    if not data.startswith((JPEG_MAGIC, PNG_MAGIC)):
         raise ImageError(f"{path} is not a JPEG or PNG file ({len(data)} bytes)")
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
@@ -54,57 +53,14 @@ def read_image(path):
     return data, image
 
 
-def fit_to_size(image, size, mean_pixel=IMAGENET_MEAN_RGB):
-    """Fits an image into a fixed model input.
-
-    Args:
-        image: uint8 or float `(h, w, 3)`.
-        size: (H, W) of the model input.
-        mean_pixel: RGB value of the padding.
-
-    Returns:
-        `(fitted, (fh, fw))`: float32 `(H, W, 3)` with the image (shrunk with antialiasing,
-        aspect kept, if it is larger than the input) at the top left and `mean_pixel` in the
-        rest; `(fh, fw)` the size of the image inside it.
-    """
-    import tensorflow as tf
-
-    h, w = image.shape[:2]
-    height, width = size
-    scale = min(height / h, width / w)
-    if scale < 1.0:
-        fh = min(height, max(1, round(h * scale)))
-        fw = min(width, max(1, round(w * scale)))
-        resized = tf.image.resize(image, (fh, fw), method="bilinear", antialias=True).numpy()
-    else:
-        fh, fw = h, w
-        resized = image
-    fitted = np.empty((height, width, 3), np.float32)
-    fitted[...] = np.asarray(mean_pixel, np.float32)
-    fitted[:fh, :fw] = resized
-    return fitted, (fh, fw)
-
-
-def restore_size(mask, fitted_size, original_size):
-    """Undoes `fit_to_size` on a mask `(H, W)`: crop, then nearest resize if it was shrunk."""
-    import tensorflow as tf
-
-    fh, fw = fitted_size
-    mask = np.asarray(mask)[:fh, :fw]
-    if (fh, fw) != tuple(original_size):
-        mask = tf.image.resize(mask[..., None], original_size, method="nearest").numpy()[..., 0]
-    return mask
-
-
 def resolve_saved_model(path):
     """A SavedModel dir, or the highest `<version>` of a TF Serving base path."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    if os.path.isdir(path):
-        found = sorted(int(n) for n in os.listdir(path)
-                       if n.isdigit() and os.path.exists(os.path.join(path, n, "saved_model.pb")))
-        if found:
-            return os.path.join(path, str(found[-1]))
+    found = [v for v in versions(path)
+             if os.path.exists(os.path.join(path, str(v), "saved_model.pb"))]
+    if found:
+        return os.path.join(path, str(found[-1]))
     raise FileNotFoundError(
         f"{path} is neither a SavedModel directory (with saved_model.pb) nor an export dir "
         "with numbered versions, nor a .tflite file"
@@ -119,16 +75,12 @@ class SavedModelPredictor:
     """
 
     def __init__(self, path):
-        import tensorflow as tf
-
         self.path = resolve_saved_model(path)
         self._loaded = tf.saved_model.load(self.path)
         self._serve = self._loaded.signatures["serving_default"]
 
     def predict(self, image_bytes, image=None):
         """uint8 `(H, W)` classes of one encoded image."""
-        import tensorflow as tf
-
         out = self._serve(image_bytes=tf.constant([image_bytes]))
         return out["semantic_predictions"][0].numpy()
 
@@ -210,8 +162,6 @@ def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None):
     `written` is a list of `(image, mask_png, overlay_png)`, `failed` of `(image, reason)`.
     A failed image is reported (by name) and skipped.
     """
-    import tensorflow as tf
-
     err = err or (lambda m: print(m, file=sys.stderr, flush=True))
     os.makedirs(output_dir, exist_ok=True)
     used, written, failed = set(), [], []
@@ -262,16 +212,15 @@ def main(argv=None):
     try:
         predictor = load_predictor(args.model, num_threads=args.num_threads)
     except (OSError, ValueError) as e:
-        print(f"predict: error: cannot load --model {args.model}: {e}", file=sys.stderr)
-        return 2
+        return cli.error(f"cannot load --model {args.model}: {e}", cli.EXIT_USAGE)
     written, failed = predict_files(predictor, args.images, args.output_dir, args.alpha)
     print(f"predict: {len(written)} of {len(args.images)} images written to {args.output_dir}",
           file=sys.stderr)
     if failed:
         print(f"predict: {len(failed)} failed: {', '.join(p for p, _ in failed)}",
               file=sys.stderr)
-        return 1
-    return 0
+        return cli.EXIT_FAILURE
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,25 +9,24 @@ GPUs, `--cpu-replicas N` (= `--set runtime.cpu_replicas=N`) splits the CPU into 
 so that MirroredStrategy runs N replicas. Running the same command again with the same
 `--model-dir` resumes from the latest checkpoint. See `training/loop.py`.
 
-Exit status: 0 done, 1 a bad config file or override, 3 the loss diverged (NaN/Inf; nothing
-written after the last good checkpoint).
+Exit status (`deeplab_family.cli`): 0 done, 1 a bad config file or override, 2 a bad command
+line, 3 the loss diverged (NaN/Inf; nothing written after the last good checkpoint).
 """
 
 import argparse
 import os
 import sys
 
+from deeplab_family import cli
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m deeplab_family.train", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--config", required=True, help="experiment YAML (train_configs/)")
-    parser.add_argument("--model-dir", required=True,
-                        help="checkpoints, summaries and the resolved config; resumes from it")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE",
-                        help="override a config value (YAML syntax); repeatable")
+    cli.add_experiment_arguments(
+        parser, "checkpoints, summaries and the resolved config; resumes from it",
+        config_required=True)
     parser.add_argument("--cpu-replicas", type=int, default=None, metavar="N",
                         help="without GPUs, split the CPU into N logical devices "
                              "(runtime.cpu_replicas)")
@@ -44,30 +43,28 @@ def main(argv=None):
         overrides.append(f"runtime.cpu_replicas={args.cpu_replicas}")
     try:
         config = load_config(args.config, overrides)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except cli.TOOL_ERRORS as e:
+        return cli.error(e)
 
-    from deeplab_family.training import loop
+    from deeplab_family.training import loop, strategies
 
     # The CPU split must happen before TensorFlow runs anything.
     if config.runtime.cpu_replicas > 1 and config.runtime.strategy == "mirrored":
         import tensorflow as tf
 
         if not tf.config.list_physical_devices("GPU"):
-            loop.split_cpu(config.runtime.cpu_replicas)
+            strategies.split_cpu(config.runtime.cpu_replicas)
     try:
         result = loop.train(config, args.model_dir)
     except loop.TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        return cli.error(e, cli.EXIT_DIVERGED)
     loss = result["loss"]
     print(
         f"done: step {result['step']} ({result['steps_run']} run"
         + (f", last loss {loss:.4f}" if loss is not None else "")
         + f"); checkpoint {result['checkpoint']}"
     )
-    return 0
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_family import evaluate
+from deeplab_family import evaluate, inference
 from deeplab_family.data.classes import VOC_CLASSES
 from deeplab_family.data.pipeline import InputConfig, make_dataset
 from deeplab_family.models import build_model
@@ -118,7 +118,7 @@ def test_evaluate_os8_from_os16_weights_matches_numpy(shards, tmp_path, capsys):
     assert os.path.basename(report["results_file"]) == "eval_os8_scales1.json"
 
     # The same predictions scored by NumPy.
-    os8 = evaluate.build_eval_model(config.model, 8)
+    os8 = inference.build_inference_model(config.model, 8)
     checkpoints.restore_model(os8, model_dir)
     labels, predictions = [], []
     for image, label in _images(shards):
@@ -154,7 +154,7 @@ def test_evaluate_os4_from_os16_weights_cli(shards, tmp_path, capsys):
     assert 0 <= last["miou"] <= 1
     assert os.path.exists(os.path.join(model_dir, "eval_os4_scales1.json"))
 
-    os4 = evaluate.build_eval_model(config.model, 4)
+    os4 = inference.build_inference_model(config.model, 4)
     assert os4.get_layer("backbone").feature_strides["res5"] == 4
     checkpoints.restore_model(os4, model_dir)
     labels, predictions = [], []
@@ -230,3 +230,47 @@ def test_evaluation_progress_lines_in_logs(shards, tmp_path):
     assert [t.split(" [")[0] for t in text] == ["evaluate 50/120", "evaluate 100/120",
                                                 "evaluate 120/120"]
     assert "ETA" in text[0] and "ETA" not in text[-1]
+
+
+def test_evaluate_and_export_restore_the_same_model(shards, tmp_path, monkeypatch):
+    """`evaluate` and `export` get their model from `inference.load_inference_model`: from one
+    model dir whose config asks for synchronized BN, the same network (plain BN, the same
+    weights) and the same logits; export only switches the atrous convs to the dense form."""
+    from deeplab_family import export as export_lib
+
+    config = tiny_config(shards, "model.backbone.synchronized_bn=true",
+                         "evaluation.output_stride=8", "export.output_stride=8")
+    model_dir = str(tmp_path / "model")
+    _save(_random_model(config, output_stride=16), model_dir)
+
+    def batch_norms(model):
+        norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms
+        return norms
+
+    # The config really asks for it: a plain build has synchronized BN.
+    assert all(bn.synchronized for bn in batch_norms(build_model(config.model)))
+
+    evaluated = []
+    make_predictor = evaluate.make_predictor
+
+    def spy(model, *args, **kwargs):
+        evaluated.append(model)
+        return make_predictor(model, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "make_predictor", spy)
+    evaluate.evaluate(config, model_dir, scales=[1.0], flip=False, max_images=1)
+    exported, _ = export_lib.build_export_model(config, model_dir)
+    (scored,) = evaluated
+    for model in (scored, exported):
+        assert not any(bn.synchronized for bn in batch_norms(model))
+    assert [w.shape for w in scored.weights] == [w.shape for w in exported.weights]
+    for a, b in zip(scored.weights, exported.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    image = _images(shards)[0][0]
+    want = exported(image, training=False)["logits"].numpy()
+    np.testing.assert_allclose(scored(image, training=False)["logits"].numpy(), want, atol=1e-5)
+    # With the same conv form, the very same logits.
+    export_lib.use_dense_atrous_convs(scored)
+    np.testing.assert_array_equal(scored(image, training=False)["logits"].numpy(), want)

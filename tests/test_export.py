@@ -18,9 +18,11 @@ import tensorflow as tf
 
 from deeplab_family import export as export_lib
 from deeplab_family.config import ExportConfig
-from deeplab_family.inference import multi_scale_probabilities
+from deeplab_family.export import cli as export_cli
+from deeplab_family.export import export_dir as export_dir_lib
+from deeplab_family.inference import fit_to_size, multi_scale_probabilities, restore_size
 from deeplab_family.models import build_model, registered_models
-from deeplab_family.predict import TFLitePredictor, fit_to_size, restore_size
+from deeplab_family.predict import TFLitePredictor
 from tests import export_fixtures as ef
 
 
@@ -328,7 +330,7 @@ def test_versions_increase_and_a_failed_export_leaves_nothing(tmp_path, monkeypa
         (export_dir / name).mkdir(parents=True)
     tmp = export_dir / ".tmp-export-new"
     tmp.mkdir()
-    assert export_lib._publish(str(tmp), str(export_dir)) == str(export_dir / "4")
+    assert export_dir_lib._publish(str(tmp), str(export_dir)) == str(export_dir / "4")
     assert export_lib.versions(str(export_dir)) == [1, 3, 4]
     assert export_lib.latest_version_dir(str(export_dir)) == str(export_dir / "4")
 
@@ -337,7 +339,7 @@ def test_versions_increase_and_a_failed_export_leaves_nothing(tmp_path, monkeypa
 
     config = ef.make_model_dir(str(tmp_path / "model"), {"train": "unused", "val": "unused"},
                                train=False)
-    monkeypatch.setattr(export_lib, "write_saved_model", broken)
+    monkeypatch.setattr(export_dir_lib, "write_saved_model", broken)
     before = sorted(os.listdir(export_dir))
     with pytest.raises(RuntimeError, match="disk full"):
         export_lib.export(config, str(tmp_path / "model"), str(export_dir), log=lambda m: None)
@@ -349,7 +351,7 @@ def test_cli_reads_the_model_dir_config_and_writes_the_next_version(fx, keras_mo
     # Into a copy of the shared export dir: the fixture keeps version 1 alone for every test.
     export_dir = str(tmp_path / "export")
     shutil.copytree(fx["export_dir"], export_dir)
-    assert export_lib.main(["--model-dir", fx["model_dir"], "--export-dir", export_dir,
+    assert export_cli.main(["--model-dir", fx["model_dir"], "--export-dir", export_dir,
                             "--set", "export.probabilities=false"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary == {"saved_model": os.path.join(export_dir, "2"), "tflite": {}}
@@ -370,10 +372,10 @@ def test_cli_reads_the_model_dir_config_and_writes_the_next_version(fx, keras_mo
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        export_lib.main(["--model-dir", str(tmp_path), "--export-dir", str(tmp_path / "e"),
+        export_cli.main(["--model-dir", str(tmp_path), "--export-dir", str(tmp_path / "e"),
                          "--tflite", "float32,int4"])
     assert "unknown --tflite mode 'int4'" in capsys.readouterr().err
-    assert export_lib.main(["--model-dir", str(tmp_path), "--export-dir",
+    assert export_cli.main(["--model-dir", str(tmp_path), "--export-dir",
                             str(tmp_path / "e")]) == 2
     assert f"no config.yaml in {tmp_path}" in capsys.readouterr().err
 

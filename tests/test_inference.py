@@ -1,10 +1,12 @@
-"""Multi-scale + flip averaging (deeplab_family/inference.py): the order of resize and softmax."""
+"""deeplab_family/inference.py: multi-scale + flip averaging (the order of resize and softmax), and
+images fitted around a fixed-size input and their masks mapped back."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from deeplab_family import inference
+from deeplab_family.data.augment import IMAGENET_MEAN_RGB
 
 RNG = np.random.default_rng(0)
 # A fixed per-pixel linear "model" with sharp class changes: logits = images @ W * 0.2.
@@ -54,3 +56,22 @@ def test_single_scale_is_the_plain_softmax():
 def test_unknown_order_is_refused():
     with pytest.raises(ValueError, match="resize must be .* Received: resize='both'"):
         inference.multi_scale_probabilities(_logits, tf.zeros((1, 4, 4, 3)), resize="both")
+
+
+def test_fit_to_size_pads_or_shrinks_and_restores():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    fitted, size = inference.fit_to_size(small, (65, 65))
+    assert fitted.shape == (65, 65, 3) and fitted.dtype == np.float32 and size == (30, 41)
+    np.testing.assert_array_equal(fitted[:30, :41], small)  # untouched: no resampling
+    np.testing.assert_allclose(fitted[30:, 0], np.broadcast_to(IMAGENET_MEAN_RGB, (35, 3)))
+    mask = rng.integers(0, 21, (65, 65)).astype(np.uint8)
+    np.testing.assert_array_equal(inference.restore_size(mask, size, (30, 41)), mask[:30, :41])
+
+    large = rng.integers(0, 256, (100, 260, 3), dtype=np.uint8)
+    fitted, size = inference.fit_to_size(large, (65, 65))
+    assert size == (25, 65)  # the aspect ratio is kept
+    restored = inference.restore_size(mask, size, (100, 260))
+    assert restored.shape == (100, 260)
+    # Nearest neighbour: every original pixel takes the class of the pixel it was shrunk into.
+    np.testing.assert_array_equal(restored[::4, ::4][:25, :65], mask[:25, :65])

@@ -1,5 +1,6 @@
 """predict: VOC palette masks and overlays from a SavedModel or a fixed-size TFLite model, images
-fitted around the TFLite size and mapped back, and bad files named and skipped."""
+fitted around the TFLite size and mapped back (`inference.fit_to_size`, tested in
+test_inference.py), and bad files named and skipped."""
 
 import os
 import subprocess
@@ -10,8 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_family import predict
-from deeplab_family.data.augment import IMAGENET_MEAN_RGB
+from deeplab_family import inference, predict
 from deeplab_family.data.palette import VOC_COLORMAP
 from tests import export_fixtures as ef
 
@@ -41,25 +41,6 @@ def _read_mask(path):
     palette = np.array(image.getpalette(), np.uint8).reshape(-1, 3)
     np.testing.assert_array_equal(palette[:256], VOC_COLORMAP)
     return np.array(image)
-
-
-def test_fit_to_size_pads_or_shrinks_and_restores():
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
-    fitted, size = predict.fit_to_size(small, (65, 65))
-    assert fitted.shape == (65, 65, 3) and fitted.dtype == np.float32 and size == (30, 41)
-    np.testing.assert_array_equal(fitted[:30, :41], small)  # untouched: no resampling
-    np.testing.assert_allclose(fitted[30:, 0], np.broadcast_to(IMAGENET_MEAN_RGB, (35, 3)))
-    mask = rng.integers(0, 21, (65, 65)).astype(np.uint8)
-    np.testing.assert_array_equal(predict.restore_size(mask, size, (30, 41)), mask[:30, :41])
-
-    large = rng.integers(0, 256, (100, 260, 3), dtype=np.uint8)
-    fitted, size = predict.fit_to_size(large, (65, 65))
-    assert size == (25, 65)  # the aspect ratio is kept
-    restored = predict.restore_size(mask, size, (100, 260))
-    assert restored.shape == (100, 260)
-    # Nearest neighbour: every original pixel takes the class of the pixel it was shrunk into.
-    np.testing.assert_array_equal(restored[::4, ::4][:25, :65], mask[:25, :65])
 
 
 @pytest.mark.parametrize("kind", ["saved_model", "float16", "int8"])
@@ -97,7 +78,7 @@ def test_tflite_masks_map_back_to_the_original_size(fx, images):
     predictor = predict.TFLitePredictor(fx["tflite"]["float32"])
     for path in images:
         _, pixels = predict.read_image(path)
-        fitted, size = predict.fit_to_size(pixels, predictor.size)
+        fitted, size = inference.fit_to_size(pixels, predictor.size)
         full = predictor.run(fitted[None])[0]
         mask = predictor.predict(image=pixels)
         assert mask.shape == pixels.shape[:2]
