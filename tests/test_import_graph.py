@@ -26,6 +26,7 @@ COMMAND_LINE = {
 KERAS_FREE = (
     "deeplab_family._validation",
     "deeplab_family._files",
+    "deeplab_family.cli",
     "deeplab_family.defaults",
     "deeplab_family.progress",
     "deeplab_family.backbones.config",

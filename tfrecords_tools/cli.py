@@ -5,9 +5,8 @@ and running a build with them: the summary on stdout, or ``error: ...`` on stder
 
 import argparse
 import os
-import sys
 
-from deeplab_family import _validation
+from deeplab_family import _validation, cli
 from tfrecords_tools.writer import DEFAULT_EXAMPLES_PER_SHARD, BuildError
 
 # `--num-shards 0` exits with "argument --num-shards: must be an int >= 1. Received: 0".
@@ -85,7 +84,6 @@ def run_build(build_fn, args, root, **options):
             **options,
         )
     except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli.error(e)
     print_summary(manifests, args.output_dir)
-    return 0
+    return cli.EXIT_OK
