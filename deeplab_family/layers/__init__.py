@@ -10,13 +10,14 @@ from deeplab_family.layers.exfuse import (
 )
 from deeplab_family.layers.gcn import BoundaryRefinement, GlobalConvolution
 from deeplab_family.layers.pan import FeaturePyramidAttention, GlobalAttentionUpsample
-from deeplab_family.layers.resize import ResizeLike
+from deeplab_family.layers.resize import CropLike, ResizeLike
 
 __all__ = [
     "ASPP",
     "AtrousConv2D",
     "BoundaryRefinement",
     "ConvNormAct",
+    "CropLike",
     "DenselyAdjacentPrediction",
     "FeaturePyramidAttention",
     "GlobalAttentionUpsample",

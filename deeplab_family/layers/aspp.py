@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
-from deeplab_family.layers.conv import ConvNormAct
+from deeplab_family import _validation, defaults
+from deeplab_family.layers.conv import ConvNormAct, norm_config, store_norm_settings
 from deeplab_family.layers.resize import ResizeLike
 
 # DeepLabv3 Sec 3.3: rates (6, 12, 18) at output_stride 16, "doubled when output_stride = 8".
@@ -19,8 +19,8 @@ def aspp_rates(output_stride, base=(6, 12, 18)):
     same field of view in image pixels, and requires every base rate to be even.
 
     Args:
-        output_stride: int. 4, 8, 16 or 32. At 4 (DeepLabv3 Appendix C's Cityscapes
-            evaluation) the rule doubles them again: (24, 48, 72).
+        output_stride: int. One of `defaults.OUTPUT_STRIDES` (4, 8, 16, 32). At 4 (DeepLabv3
+            Appendix C's Cityscapes evaluation) the rule doubles them again: (24, 48, 72).
         base: sequence of ints. The rates at output stride 16.
 
     Returns:
@@ -31,8 +31,8 @@ def aspp_rates(output_stride, base=(6, 12, 18)):
     >>> aspp_rates(8)
     (12, 24, 36)
     """
-    _validate.one_of("output_stride", output_stride, {4, 8, 16, 32})
-    base = _rate_tuple("base", base)
+    _validation.one_of("output_stride", output_stride, defaults.OUTPUT_STRIDES)
+    base = _validation.rates("base", base)
     if output_stride <= _BASE_OUTPUT_STRIDE:
         return tuple(r * (_BASE_OUTPUT_STRIDE // output_stride) for r in base)
     factor = output_stride // _BASE_OUTPUT_STRIDE
@@ -42,16 +42,6 @@ def aspp_rates(output_stride, base=(6, 12, 18)):
             f"{output_stride}. Received: base={base}"
         )
     return tuple(r // factor for r in base)
-
-
-def _rate_tuple(name, value):
-    try:
-        rates = tuple(value)
-    except TypeError:
-        rates = None
-    if rates is None or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rates):
-        raise ValueError(f"{name} must be a sequence of ints >= 1. Received: {name}={value!r}")
-    return rates
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -81,9 +71,8 @@ class ASPP(keras.layers.Layer):
         image_pooling: bool. Whether to add the image-level feature branch.
         dropout: float in [0, 1). Dropout after the projection. The paper does not give it;
             research/deeplab uses 0.1 there, the default here is 0 (none).
-        synchronized: bool. Synchronised BatchNorm across replicas.
-        norm_momentum: float. BatchNorm momentum (DeepLabv3 Sec 4.1: decay 0.9997).
-        norm_epsilon: float. BatchNorm epsilon.
+        synchronized, norm_momentum, norm_epsilon: the BatchNorm settings of every branch, as
+            `ConvNormAct`'s.
 
     Example:
 
@@ -102,33 +91,19 @@ class ASPP(keras.layers.Layer):
         image_pooling=True,
         dropout=0.0,
         synchronized=False,
-        norm_momentum=0.9997,
-        norm_epsilon=1e-5,
+        norm_momentum=defaults.BN_MOMENTUM,
+        norm_epsilon=defaults.BN_EPSILON,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _validate.positive_int("filters", filters)
-        rates = _rate_tuple("rates", rates)
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not (0.0 <= dropout < 1.0)
-        ):
-            raise ValueError(f"dropout must be a float in [0, 1). Received: dropout={dropout!r}")
+        _validation.positive_int("filters", filters)
+        rates = _validation.rates("rates", rates)
+        _validation.probability("dropout", dropout)
         self.filters = filters
         self.rates = rates
         self.image_pooling = bool(image_pooling)
         self.dropout = float(dropout)
-        self.synchronized = synchronized
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-
-        unit = dict(
-            synchronized=synchronized,
-            norm_momentum=norm_momentum,
-            norm_epsilon=norm_epsilon,
-            dtype=self.dtype_policy,
-        )
+        unit = store_norm_settings(self, synchronized, norm_momentum, norm_epsilon)
         self.conv1x1 = ConvNormAct(filters, 1, name="conv1x1", **unit)
         # A tuple, not a list: tf.train.Checkpoint does not see layers held in Keras-tracked
         # lists or dicts, and training checkpoints must hold every variable.
@@ -193,7 +168,5 @@ class ASPP(keras.layers.Layer):
             "rates": self.rates,
             "image_pooling": self.image_pooling,
             "dropout": self.dropout,
-            "synchronized": self.synchronized,
-            "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon,
+            **norm_config(self),
         }

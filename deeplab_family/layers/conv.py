@@ -3,7 +3,10 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
+from deeplab_family import _validation, defaults
+
+# The BatchNorm settings a layer built from `ConvNormAct`s takes and hands to each of them.
+NORM_SETTINGS = ("synchronized", "norm_momentum", "norm_epsilon")
 
 
 def fixed_padding(kernel_size, dilation_rate):
@@ -63,10 +66,7 @@ class AtrousConv2D(keras.layers.Conv2D):
                 f"AtrousConv2D supports only data_format='channels_last'. "
                 f"Received: data_format={data_format!r}"
             )
-        if not isinstance(skip_padded_taps, bool):
-            raise ValueError(
-                f"skip_padded_taps must be a bool. Received: skip_padded_taps={skip_padded_taps!r}"
-            )
+        _validation.boolean("skip_padded_taps", skip_padded_taps)
         super().__init__(filters, kernel_size, **kwargs)
         self.skip_padded_taps = skip_padded_taps
 
@@ -182,9 +182,9 @@ class ConvNormAct(keras.layers.Layer):
         activation: str or None. Activation after the norm; `None` for a linear output.
         use_norm: bool. Whether to apply BatchNormalization. Without it the conv has a bias.
         synchronized: bool. Synchronise BN statistics across replicas under `tf.distribute`.
-        norm_momentum: float. BN moving-average momentum; DeepLabv3 Sec 4.1 trains with
-            decay 0.9997.
-        norm_epsilon: float. BN epsilon.
+        norm_momentum: float. BN moving-average momentum, default `defaults.BN_MOMENTUM`
+            (DeepLabv3 Sec 4.1 trains with decay 0.9997).
+        norm_epsilon: float. BN epsilon, default `defaults.BN_EPSILON` (1e-5).
         kernel_initializer: initializer for the conv kernel.
         skip_padded_taps: bool. Passed to `AtrousConv2D`: compute a dilated conv tap by tap,
             skipping the taps' work on the zero padding (same function; faster under XLA at
@@ -210,18 +210,18 @@ class ConvNormAct(keras.layers.Layer):
         activation="relu",
         use_norm=True,
         synchronized=False,
-        norm_momentum=0.9997,
-        norm_epsilon=1e-5,
+        norm_momentum=defaults.BN_MOMENTUM,
+        norm_epsilon=defaults.BN_EPSILON,
         kernel_initializer="he_normal",
         skip_padded_taps=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _validate.positive_int("filters", filters)
-        kernel_size = _validate.int_pair("kernel_size", kernel_size)
-        _validate.positive_int("strides", strides)
-        dilation_rate = _validate.int_pair("dilation_rate", dilation_rate)
-        _validate.positive_int("groups", groups)
+        _validation.positive_int("filters", filters)
+        kernel_size = _validation.int_pair("kernel_size", kernel_size)
+        _validation.positive_int("strides", strides)
+        dilation_rate = _validation.int_pair("dilation_rate", dilation_rate)
+        _validation.positive_int("groups", groups)
         if filters % groups:
             raise ValueError(
                 f"groups must divide filters. Received: filters={filters}, groups={groups}"
@@ -232,12 +232,8 @@ class ConvNormAct(keras.layers.Layer):
                 f"a dilated one instead). Received: strides={strides}, "
                 f"dilation_rate={dilation_rate}"
             )
-        if not 0.0 <= norm_momentum < 1.0:
-            raise ValueError(
-                f"norm_momentum must be in [0, 1). Received: norm_momentum={norm_momentum}"
-            )
-        if norm_epsilon <= 0:
-            raise ValueError(f"norm_epsilon must be > 0. Received: norm_epsilon={norm_epsilon}")
+        _validation.probability("norm_momentum", norm_momentum)
+        _validation.positive_number("norm_epsilon", norm_epsilon)
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
@@ -332,9 +328,33 @@ class ConvNormAct(keras.layers.Layer):
             "groups": self.groups,
             "activation": self.activation,
             "use_norm": self.use_norm,
-            "synchronized": self.synchronized,
-            "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon,
+            **norm_config(self),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "skip_padded_taps": self.skip_padded_taps,
         }
+
+
+def store_norm_settings(layer, synchronized, norm_momentum, norm_epsilon):
+    """Keeps the BatchNorm settings of a layer built from `ConvNormAct`s on attributes of the
+    same names (`norm_config` reads them back for its `get_config`) and returns the keyword
+    arguments that hand them, with the layer's dtype policy, to each `ConvNormAct` inside.
+
+    Example:
+
+    >>> layer = keras.layers.Layer()
+    >>> unit = store_norm_settings(layer, False, 0.99, 1e-3)
+    >>> norm_config(layer)
+    {'synchronized': False, 'norm_momentum': 0.99, 'norm_epsilon': 0.001}
+    >>> tuple(ConvNormAct(8, 1, **unit)(keras.ops.ones((1, 5, 5, 3))).shape)
+    (1, 5, 5, 8)
+    """
+    layer.synchronized = synchronized
+    layer.norm_momentum = norm_momentum
+    layer.norm_epsilon = norm_epsilon
+    return {**norm_config(layer), "dtype": layer.dtype_policy}
+
+
+def norm_config(layer):
+    """`{"synchronized": ..., "norm_momentum": ..., "norm_epsilon": ...}` of `layer`, in that
+    order: the BatchNorm part of its `get_config`."""
+    return {name: getattr(layer, name) for name in NORM_SETTINGS}

@@ -4,16 +4,12 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
-from deeplab_family.layers.conv import ConvNormAct
+from deeplab_family import _validation, defaults
+from deeplab_family.layers.conv import ConvNormAct, norm_config, store_norm_settings
 from deeplab_family.layers.resize import ResizeLike
 
-
-def _odd_kernel(name, value):
-    _validate.positive_int(name, value)
-    if value % 2 == 0:
-        raise ValueError(f"{name} must be an odd int >= 1. Received: {name}={value!r}")
-    return value
+# DenselyAdjacentPrediction's borders (ExFuseHead's dap_border takes the same).
+DAP_BORDERS = ("average", "zero")
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -64,8 +60,9 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
     def __init__(self, filters=None, kernel_size=3, upsample_ratios=None, **kwargs):
         super().__init__(**kwargs)
         if filters is not None:
-            _validate.positive_int("filters", filters)
-        _odd_kernel("kernel_size", kernel_size)
+            _validation.positive_int("filters", filters)
+        _validation.positive_int("kernel_size", kernel_size)
+        _validation.odd_int("kernel_size", kernel_size)
         if upsample_ratios is not None and upsample_ratios != "half_pixel":
             try:
                 ratios = tuple(upsample_ratios)
@@ -184,9 +181,8 @@ class SemanticSupervision(keras.layers.Layer):
         kernel_size: int. Kernel of both convs.
         num_classes: int or None. Adds the classification head (global average pool -> Dense)
             used to pre-train the backbone; `None` leaves it out.
-        synchronized: bool. Synchronised BatchNorm across replicas.
-        norm_momentum: float. BatchNorm momentum.
-        norm_epsilon: float. BatchNorm epsilon.
+        synchronized, norm_momentum, norm_epsilon: the BatchNorm settings of both convs, as
+            `ConvNormAct`'s.
 
     Example:
 
@@ -205,28 +201,20 @@ class SemanticSupervision(keras.layers.Layer):
         kernel_size=3,
         num_classes=None,
         synchronized=False,
-        norm_momentum=0.9997,
-        norm_epsilon=1e-5,
+        norm_momentum=defaults.BN_MOMENTUM,
+        norm_epsilon=defaults.BN_EPSILON,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _validate.positive_int("filters", filters)
-        _odd_kernel("kernel_size", kernel_size)
+        _validation.positive_int("filters", filters)
+        _validation.positive_int("kernel_size", kernel_size)
+        _validation.odd_int("kernel_size", kernel_size)
         if num_classes is not None:
-            _validate.positive_int("num_classes", num_classes)
+            _validation.positive_int("num_classes", num_classes)
         self.filters = filters
         self.kernel_size = kernel_size
         self.num_classes = num_classes
-        self.synchronized = synchronized
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-
-        unit = dict(
-            synchronized=synchronized,
-            norm_momentum=norm_momentum,
-            norm_epsilon=norm_epsilon,
-            dtype=self.dtype_policy,
-        )
+        unit = store_norm_settings(self, synchronized, norm_momentum, norm_epsilon)
         self.conv1 = ConvNormAct(filters, kernel_size, name="conv1", **unit)
         self.conv2 = ConvNormAct(filters, kernel_size, name="conv2", **unit)
         if num_classes is not None:
@@ -262,9 +250,7 @@ class SemanticSupervision(keras.layers.Layer):
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "num_classes": self.num_classes,
-            "synchronized": self.synchronized,
-            "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon,
+            **norm_config(self),
         }
 
 
@@ -294,7 +280,7 @@ class SubPixelUpsample(keras.layers.Layer):
 
     def __init__(self, scale=2, **kwargs):
         super().__init__(**kwargs)
-        _validate.positive_int("scale", scale)
+        _validation.positive_int("scale", scale)
         self.scale = scale
 
     def build(self, input_shape):
@@ -350,7 +336,7 @@ class DenselyAdjacentPrediction(keras.layers.Layer):
 
     Args:
         kernel_size: int. The odd window size k (3 in ExFuse).
-        border: str. "zero" or "average", see above.
+        border: str. "zero" or "average" (`DAP_BORDERS`), see above.
 
     Example:
 
@@ -363,8 +349,9 @@ class DenselyAdjacentPrediction(keras.layers.Layer):
 
     def __init__(self, kernel_size=3, border="zero", **kwargs):
         super().__init__(**kwargs)
-        _odd_kernel("kernel_size", kernel_size)
-        _validate.one_of("border", border, {"zero", "average"})
+        _validation.positive_int("kernel_size", kernel_size)
+        _validation.odd_int("kernel_size", kernel_size)
+        _validation.one_of("border", border, DAP_BORDERS)
         self.kernel_size = kernel_size
         self.border = border
         self._groups = kernel_size * kernel_size

@@ -4,16 +4,8 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
+from deeplab_family import _validation
 from deeplab_family.layers.conv import ConvNormAct
-
-
-def _odd_kernel(name, value):
-    _validate.positive_int(name, value)
-    if value % 2 == 0:
-        # An even "same" kernel is off-centre by half a pixel; GCN only uses odd k (Table 1).
-        raise ValueError(f"{name} must be an odd int >= 1. Received: {name}={value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -42,8 +34,10 @@ class GlobalConvolution(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=15, **kwargs):
         super().__init__(**kwargs)
-        _validate.positive_int("filters", filters)
-        _odd_kernel("kernel_size", kernel_size)
+        _validation.positive_int("filters", filters)
+        _validation.positive_int("kernel_size", kernel_size)
+        # An even "same" kernel is off-centre by half a pixel; GCN only uses odd k (Table 1).
+        _validation.odd_int("kernel_size", kernel_size)
         self.filters = filters
         self.kernel_size = kernel_size
 
@@ -103,7 +97,7 @@ class BoundaryRefinement(keras.layers.Layer):
     def __init__(self, filters=None, **kwargs):
         super().__init__(**kwargs)
         if filters is not None:
-            _validate.positive_int("filters", filters)
+            _validation.positive_int("filters", filters)
         self.filters = filters
         self.conv1 = None
         self.conv2 = None

@@ -4,28 +4,19 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
-from deeplab_family.layers.conv import ConvNormAct
+from deeplab_family import _validation, defaults
+from deeplab_family.layers.conv import ConvNormAct, norm_config, store_norm_settings
 from deeplab_family.layers.resize import ResizeLike
 
-
-def _odd_kernels(name, value):
-    try:
-        values = tuple(value)
-    except TypeError:
-        values = None
-    if not values or any(
-        isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in values
-    ):
-        raise ValueError(
-            f"{name} must be a non-empty sequence of odd ints >= 1. Received: {name}={value!r}"
-        )
-    return values
+# FeaturePyramidAttention's choices (PANHead's fpa_* options take the same).
+FPA_POOLINGS = ("avg", "max")  # Table 1 "AVE", "MAX"
+FPA_GLOBAL_POOLING_MERGES = ("add", "concat")
+FPA_ATTENTIONS = ("pyramid", "se")  # Table 1: FPA, "ResNet101+SE"
 
 
 def _upsample_ratio(name, value):
     if value != "half_pixel":
-        _validate.positive_int(name, value)
+        _validation.positive_int(name, value)
     return value
 
 
@@ -35,13 +26,6 @@ def _aligned_resize(ratio, dtype, name):
     if ratio == "half_pixel":
         return ResizeLike("bilinear", dtype=dtype, name=name)
     return ResizeLike("bilinear", align_corners=True, stride=ratio, dtype=dtype, name=name)
-
-
-def _odd_kernel(name, value):
-    _validate.positive_int(name, value)
-    if value % 2 == 0:
-        raise ValueError(f"{name} must be an odd int >= 1. Received: {name}={value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -93,9 +77,8 @@ class FeaturePyramidAttention(keras.layers.Layer):
         attention: str. "pyramid" (FPA) or "se" (Table 1's SENet-style baseline).
         se_ratio: int. Channel reduction of the SE attention (16 as in SENet); unused with the
             pyramid.
-        synchronized: bool. Synchronised BatchNorm across replicas.
-        norm_momentum: float. BatchNorm momentum.
-        norm_epsilon: float. BatchNorm epsilon.
+        synchronized, norm_momentum, norm_epsilon: the BatchNorm settings of every conv + BN,
+            as `ConvNormAct`'s.
 
     Example:
 
@@ -118,19 +101,19 @@ class FeaturePyramidAttention(keras.layers.Layer):
         attention="pyramid",
         se_ratio=16,
         synchronized=False,
-        norm_momentum=0.9997,
-        norm_epsilon=1e-5,
+        norm_momentum=defaults.BN_MOMENTUM,
+        norm_epsilon=defaults.BN_EPSILON,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _validate.positive_int("filters", filters)
+        _validation.positive_int("filters", filters)
         if pyramid_filters is not None:
-            _validate.positive_int("pyramid_filters", pyramid_filters)
-        kernel_sizes = _odd_kernels("kernel_sizes", kernel_sizes)
-        _validate.one_of("pooling", pooling, {"avg", "max"})
-        _validate.one_of("global_pooling_merge", global_pooling_merge, {"add", "concat"})
-        _validate.one_of("attention", attention, {"pyramid", "se"})
-        _validate.positive_int("se_ratio", se_ratio)
+            _validation.positive_int("pyramid_filters", pyramid_filters)
+        kernel_sizes = _validation.odd_ints("kernel_sizes", kernel_sizes)
+        _validation.one_of("pooling", pooling, FPA_POOLINGS)
+        _validation.one_of("global_pooling_merge", global_pooling_merge, FPA_GLOBAL_POOLING_MERGES)
+        _validation.one_of("attention", attention, FPA_ATTENTIONS)
+        _validation.positive_int("se_ratio", se_ratio)
         self.filters = filters
         self.pyramid_filters = pyramid_filters
         self.kernel_sizes = kernel_sizes
@@ -139,16 +122,7 @@ class FeaturePyramidAttention(keras.layers.Layer):
         self.global_pooling_merge = global_pooling_merge
         self.attention = attention
         self.se_ratio = se_ratio
-        self.synchronized = synchronized
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-
-        unit = dict(
-            synchronized=synchronized,
-            norm_momentum=norm_momentum,
-            norm_epsilon=norm_epsilon,
-            dtype=self.dtype_policy,
-        )
+        unit = store_norm_settings(self, synchronized, norm_momentum, norm_epsilon)
         self._pyramid_width = pyramid_filters or max(filters // 4, 1)
         self.master = ConvNormAct(filters, 1, name="master", **unit)
 
@@ -292,9 +266,7 @@ class FeaturePyramidAttention(keras.layers.Layer):
             "global_pooling_merge": self.global_pooling_merge,
             "attention": self.attention,
             "se_ratio": self.se_ratio,
-            "synchronized": self.synchronized,
-            "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon,
+            **norm_config(self),
         }
 
 
@@ -341,9 +313,8 @@ class GlobalAttentionUpsample(keras.layers.Layer):
         global_pooling: bool. Whether to gate the low-level features (Table 3 "GP").
         upsample_ratio: int or "half_pixel". stride(high) / stride(low), see above (2 by
             default); "half_pixel" is a plain `tf.image.resize`, not aligned to the backbone.
-        synchronized: bool. Synchronised BatchNorm across replicas.
-        norm_momentum: float. BatchNorm momentum.
-        norm_epsilon: float. BatchNorm epsilon.
+        synchronized, norm_momentum, norm_epsilon: the BatchNorm settings of every conv + BN,
+            as `ConvNormAct`'s.
 
     Example:
 
@@ -362,28 +333,20 @@ class GlobalAttentionUpsample(keras.layers.Layer):
         global_pooling=True,
         upsample_ratio=2,
         synchronized=False,
-        norm_momentum=0.9997,
-        norm_epsilon=1e-5,
+        norm_momentum=defaults.BN_MOMENTUM,
+        norm_epsilon=defaults.BN_EPSILON,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _validate.positive_int("filters", filters)
-        _odd_kernel("low_kernel_size", low_kernel_size)
+        _validation.positive_int("filters", filters)
+        _validation.positive_int("low_kernel_size", low_kernel_size)
+        _validation.odd_int("low_kernel_size", low_kernel_size)
         _upsample_ratio("upsample_ratio", upsample_ratio)
         self.filters = filters
         self.low_kernel_size = low_kernel_size
         self.global_pooling = bool(global_pooling)
         self.upsample_ratio = upsample_ratio
-        self.synchronized = synchronized
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-
-        self._unit = dict(
-            synchronized=synchronized,
-            norm_momentum=norm_momentum,
-            norm_epsilon=norm_epsilon,
-            dtype=self.dtype_policy,
-        )
+        self._unit = store_norm_settings(self, synchronized, norm_momentum, norm_epsilon)
         self.low_conv = ConvNormAct(
             filters, low_kernel_size, activation=None, name="low_conv", **self._unit
         )
@@ -433,9 +396,7 @@ class GlobalAttentionUpsample(keras.layers.Layer):
             "low_kernel_size": self.low_kernel_size,
             "global_pooling": self.global_pooling,
             "upsample_ratio": self.upsample_ratio,
-            "synchronized": self.synchronized,
-            "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon,
+            **norm_config(self),
         }
 
     @classmethod

@@ -1,9 +1,12 @@
-"""Resizing to a dynamic reference size, without Lambda layers."""
+"""Resizing and cropping to a dynamic reference size, without Lambda layers: `ResizeLike` and
+`CropLike`."""
 
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
+from deeplab_family import _validation
+
+INTERPOLATIONS = ("bilinear", "nearest")  # ResizeLike's
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -34,7 +37,7 @@ class ResizeLike(keras.layers.Layer):
     `keras.ops.image.resize` has no `align_corners`, hence the TF op for those modes.
 
     Args:
-        interpolation: str. "bilinear" or "nearest".
+        interpolation: str. "bilinear" or "nearest" (`INTERPOLATIONS`).
         align_corners: bool. See above.
         stride: int or None. Ratio of the output grid to the input grid, with
             `align_corners=True`.
@@ -48,9 +51,9 @@ class ResizeLike(keras.layers.Layer):
 
     def __init__(self, interpolation="bilinear", align_corners=False, stride=None, **kwargs):
         super().__init__(**kwargs)
-        _validate.one_of("interpolation", interpolation, {"bilinear", "nearest"})
+        _validation.one_of("interpolation", interpolation, INTERPOLATIONS)
         if stride is not None:
-            _validate.positive_int("stride", stride)
+            _validation.positive_int("stride", stride)
             if not align_corners:
                 raise ValueError(
                     "stride is only used with align_corners=True. "
@@ -104,3 +107,50 @@ class ResizeLike(keras.layers.Layer):
             "align_corners": self.align_corners,
             "stride": self.stride,
         }
+
+
+@keras.saving.register_keras_serializable(package="deeplab_family")
+class CropLike(keras.layers.Layer):
+    """Takes every `step`-th pixel of `inputs[0]` from the top-left corner, then crops it to
+    the spatial size of `inputs[1]`.
+
+    The decoder's x2 upsampling of a level with n pixels gives 2n, while the next level has
+    2n or 2n - 1 (the backbone's stride-2 layers give ceil(size / 2)). Its strided layers pad
+    symmetrically, so pixel i of a level sits on pixel 2i of the level below, which the
+    decoder takes to be pixel 2i of the upsampled map (see `models.gcn.gcn_decoder`): cropping
+    the extra last row/column (`step=1`) keeps every pixel in place, where a bilinear resize
+    from 2n to 2n - 1 would shift the map by up to half a pixel. When the next level has the
+    same stride (a dilated backbone), `step=2` takes pixels 0, 2, 4, ...: pixel 2i of the
+    upsampled map, the one that sits on the level's pixel i. `inputs[0]` must have at least
+    `step` times the size of `inputs[1]`.
+
+    Args:
+        step: int. Subsampling step before the crop (1: crop only).
+
+    Example:
+
+    >>> tuple(CropLike()([keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 5, 5, 8))]).shape)
+    (1, 5, 5, 21)
+    >>> up, level = keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 3, 3, 8))
+    >>> tuple(CropLike(step=2)([up, level]).shape)
+    (1, 3, 3, 21)
+    """
+
+    def __init__(self, step=1, **kwargs):
+        super().__init__(**kwargs)
+        _validation.positive_int("step", step)
+        self.step = step
+
+    def call(self, inputs):
+        x, reference = inputs
+        shape = ops.shape(reference)
+        if self.step > 1:
+            x = x[:, :: self.step, :: self.step, :]
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        x_shape, ref_shape = input_shape
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "step": self.step}

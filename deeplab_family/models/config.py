@@ -3,6 +3,7 @@
 import dataclasses
 from typing import Any, Dict, Optional
 
+from deeplab_family import _validation
 from deeplab_family.backbones import BackboneConfig
 from deeplab_family.models.registry import dataclass_from_dict
 
@@ -49,12 +50,7 @@ class ModelConfig:
                 self, "backbone",
                 dataclass_from_dict(BackboneConfig, self.backbone, "model.backbone"),
             )
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
-            self.num_classes < 1
-        ):
-            raise ValueError(
-                f"num_classes must be an int >= 1. Received: num_classes={self.num_classes!r}"
-            )
+        _validation.positive_int("num_classes", self.num_classes)
         object.__setattr__(self, "head", dict(self.head or {}))
 
     @classmethod

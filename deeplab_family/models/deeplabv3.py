@@ -39,23 +39,16 @@ import dataclasses
 
 import keras
 
+from deeplab_family import _validation
 from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import ASPP, aspp_rates
-from deeplab_family._validation import positive_int
-from deeplab_family.models.common import full_resolution, image_input
+from deeplab_family.models.common import explained, full_resolution, image_input
 from deeplab_family.models.registry import register_model
 
 # DeepLabv3 Sec 3.3: three 3x3 branches at rates (6, 12, 18) at output stride 16; Table 5's
 # "ASPP (6, 12, 18, 24)" adds a fourth. Both are scaled with the output stride by `aspp_rates`.
 BASE_RATES = (6, 12, 18)
 FOURTH_RATE = 24
-
-
-def _check_dropout(dropout):
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (
-        0.0 <= dropout < 1.0
-    ):
-        raise ValueError(f"dropout must be a float in [0, 1). Received: dropout={dropout!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,26 +80,20 @@ class DeepLabV3Head:
 
     def __post_init__(self):
         if self.aspp_rates is not None:
-            rates = tuple(self.aspp_rates) if hasattr(self.aspp_rates, "__iter__") else None
-            if rates is None or any(
-                isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rates
-            ):
-                raise ValueError(
-                    f"aspp_rates must be None or a sequence of ints >= 1. "
-                    f"Received: aspp_rates={self.aspp_rates!r}"
-                )
+            rates = explained(
+                _validation.rates, "aspp_rates", self.aspp_rates,
+                "aspp_rates must be None or a sequence of ints >= 1.",
+            )
             object.__setattr__(self, "aspp_rates", rates)
-            if self.fourth_rate:
-                raise ValueError(
-                    "fourth_rate=True only applies to the derived rates (aspp_rates=None); with "
-                    f"explicit rates list all of them. Received: aspp_rates={rates}, "
-                    "fourth_rate=True"
-                )
+            _validation.require(
+                not self.fourth_rate,
+                "fourth_rate=True only applies to the derived rates (aspp_rates=None); with "
+                f"explicit rates list all of them. Received: aspp_rates={rates}, fourth_rate=True",
+            )
         for name in ("fourth_rate", "image_pooling"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
-        positive_int("aspp_filters", self.aspp_filters)
-        _check_dropout(self.dropout)
+            _validation.boolean(name, getattr(self, name))
+        _validation.positive_int("aspp_filters", self.aspp_filters)
+        _validation.probability("dropout", self.dropout)
 
     def rates_for(self, output_stride):
         """The ASPP rates at `output_stride`: explicit, or derived from it (Sec 3.3)."""
@@ -130,7 +117,7 @@ class DeepLabV3CascadeHead:
     dropout: float = 0.0
 
     def __post_init__(self):
-        _check_dropout(self.dropout)
+        _validation.probability("dropout", self.dropout)
 
 
 def _logits(x, images, num_classes, dropout, output_stride, dtype):

@@ -29,6 +29,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from deeplab_family import _validation
 from deeplab_family.backbones import BackboneConfig, build_backbone
 from deeplab_family.backbones.presets import LR_STAGE_DEPTHS
 from deeplab_family.layers import (
@@ -36,8 +37,9 @@ from deeplab_family.layers import (
     SemanticEmbeddingBranch,
     SemanticSupervision,
 )
-from deeplab_family.models.common import full_resolution, image_input
-from deeplab_family.models.gcn import LEVEL_KEYS, _check_int, _feature_levels, gcn_decoder
+from deeplab_family.layers.exfuse import DAP_BORDERS
+from deeplab_family.models.common import explained, full_resolution, image_input
+from deeplab_family.models.gcn import LEVEL_KEYS, decoder_options, gcn_decoder
 from deeplab_family.models.registry import register_model
 
 ECRE_MODES = ("off", "deconv_supervised", "subpixel", "ecre")  # ExFuse Table 4 rows 1-4
@@ -87,7 +89,8 @@ class ExFuseHead:
             k = 3; 4x that on the top level with sub-pixel ECRE), and DAP turns the final
             map into num_classes scores.
         dap_kernel_size: DAP's window k (3).
-        dap_border: "zero" or "average", see `DenselyAdjacentPrediction`.
+        dap_border: "zero" or "average" (`layers.exfuse.DAP_BORDERS`), see
+            `DenselyAdjacentPrediction`.
         wide_decoder: Table 5 #2, "Baseline (more channels)": the decoder channels of `dap`
             without DAP; a 1x1 conv (with bias) maps the final map to num_classes scores.
             Cannot be combined with `dap`.
@@ -111,48 +114,32 @@ class ExFuseHead:
     wide_decoder: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "feature_levels", _feature_levels(self.feature_levels))
-        _check_int("kernel_size", self.kernel_size, 1, odd=True)
-        _check_int("deconv_kernel_size", self.deconv_kernel_size, 2)
-        _check_int("ss_filters", self.ss_filters, 1)
-        _check_int("dap_kernel_size", self.dap_kernel_size, 1, odd=True)
+        levels = decoder_options(self.feature_levels, self.kernel_size, self.deconv_kernel_size)
+        object.__setattr__(self, "feature_levels", levels)
+        _validation.positive_int("ss_filters", self.ss_filters)
+        _validation.odd_int("dap_kernel_size", self.dap_kernel_size)
         for name in ("ss", "lr", "seb", "dap", "wide_decoder"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"model.head.{name} must be a bool. Received: {name}={getattr(self, name)!r}"
-                )
+            _validation.boolean(name, getattr(self, name))
         ecre = self.ecre
         if isinstance(ecre, bool):
             ecre = "ecre" if ecre else "off"
-        if ecre not in ECRE_MODES:
-            raise ValueError(
-                f"model.head.ecre must be one of {list(ECRE_MODES)} (or a bool: true = 'ecre'). "
-                f"Received: ecre={self.ecre!r}"
-            )
+        explained(
+            _validation.one_of, "ecre", ecre,
+            f"ecre must be one of {list(ECRE_MODES)} (or a bool: true = 'ecre').",
+            allowed=ECRE_MODES,
+        )
         object.__setattr__(self, "ecre", ecre)
-        depths = self.lr_stage_depths
-        try:
-            depths = tuple(depths)
-        except TypeError:
-            depths = ()
-        if len(depths) != 4 or any(
-            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depths
-        ):
-            raise ValueError(
-                "model.head.lr_stage_depths must be 4 ints >= 1 (res2..res5). "
-                f"Received: lr_stage_depths={self.lr_stage_depths!r}"
-            )
+        depths = explained(
+            _validation.int_tuple, "lr_stage_depths", self.lr_stage_depths,
+            "lr_stage_depths must be 4 ints >= 1 (res2..res5).", length=4, minimum=1,
+        )
         object.__setattr__(self, "lr_stage_depths", depths)
-        if self.dap_border not in ("zero", "average"):
-            raise ValueError(
-                "model.head.dap_border must be one of ['zero', 'average']. "
-                f"Received: dap_border={self.dap_border!r}"
-            )
-        if self.dap and self.wide_decoder:
-            raise ValueError(
-                "model.head.wide_decoder is Table 5's control without DAP; it cannot be "
-                "combined with dap=True (which already uses the wide decoder)."
-            )
+        _validation.one_of("dap_border", self.dap_border, DAP_BORDERS)
+        _validation.require(
+            not (self.dap and self.wide_decoder),
+            "wide_decoder is Table 5's control without DAP; it cannot be combined with dap=True "
+            "(which already uses the wide decoder).",
+        )
 
     @property
     def supervised_ecre(self):

@@ -24,90 +24,42 @@ the decoder still works (see `gcn_decoder`), so the same weights evaluate at a f
 import dataclasses
 
 import keras
-from keras import ops
 
+from deeplab_family import _validation
 from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import (
     BoundaryRefinement,
+    CropLike,
     GlobalConvolution,
     SubPixelUpsample,
 )
-from deeplab_family.models.common import full_resolution, image_input
+from deeplab_family.models.common import explained, full_resolution, image_input
 from deeplab_family.models.registry import register_model
 
 LEVEL_KEYS = {1: "res2", 2: "res3", 3: "res4", 4: "res5"}  # ExFuse's level l = res-(l+1)
 
 
-@keras.saving.register_keras_serializable(package="deeplab_family")
-class CropLike(keras.layers.Layer):
-    """Takes every `step`-th pixel of `inputs[0]` from the top-left corner, then crops it to
-    the spatial size of `inputs[1]`.
-
-    The decoder's x2 upsampling of a level with n pixels gives 2n, while the next level has
-    2n or 2n - 1 (the backbone's stride-2 layers give ceil(size / 2)). Its strided layers pad
-    symmetrically, so pixel i of a level sits on pixel 2i of the level below, which the
-    decoder takes to be pixel 2i of the upsampled map (see `gcn_decoder`): cropping the extra
-    last row/column (`step=1`) keeps every pixel in place, where a bilinear resize from 2n to
-    2n - 1 would shift the map by up to half a pixel. When the next level has the same stride
-    (a dilated backbone), `step=2` takes pixels 0, 2, 4, ...: pixel 2i of the upsampled map,
-    the one that sits on the level's pixel i. `inputs[0]` must have at least `step` times the
-    size of `inputs[1]`.
-
-    Args:
-        step: int. Subsampling step before the crop (1: crop only).
-
-    Example:
-
-    >>> tuple(CropLike()([keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 5, 5, 8))]).shape)
-    (1, 5, 5, 21)
-    >>> up, level = keras.ops.ones((1, 6, 6, 21)), keras.ops.ones((1, 3, 3, 8))
-    >>> tuple(CropLike(step=2)([up, level]).shape)
-    (1, 3, 3, 21)
-    """
-
-    def __init__(self, step=1, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise ValueError(f"step must be an int >= 1. Received: step={step!r}")
-        self.step = step
-
-    def call(self, inputs):
-        x, reference = inputs
-        shape = ops.shape(reference)
-        if self.step > 1:
-            x = x[:, :: self.step, :: self.step, :]
-        return x[:, : shape[1], : shape[2], :]
-
-    def compute_output_shape(self, input_shape):
-        x_shape, ref_shape = input_shape
-        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "step": self.step}
-
-
-def _feature_levels(value):
-    try:
-        levels = tuple(value)
-    except TypeError:
-        levels = ()
-    if (
-        not levels
-        or any(isinstance(v, bool) or v not in LEVEL_KEYS for v in levels)
-        or len(set(levels)) != len(levels)
-    ):
-        raise ValueError(
-            "model.head.feature_levels must be a non-empty set of distinct levels from "
-            f"1 (res2) to 4 (res5), e.g. [3, 4]. Received: feature_levels={value!r}"
-        )
+def decoder_options(feature_levels, kernel_size, deconv_kernel_size):
+    """Checks the decoder options that `GCNHead` and `ExFuseHead` share; returns the feature
+    levels as a sorted tuple."""
+    rule = (
+        "feature_levels must be a non-empty set of distinct levels from 1 (res2) to 4 (res5), "
+        "e.g. [3, 4]."
+    )
+    levels = explained(
+        _validation.int_tuple, "feature_levels", feature_levels, rule, allow_empty=False
+    )
+    _validation.require(
+        set(levels) <= set(LEVEL_KEYS) and len(set(levels)) == len(levels),
+        f"{rule} Received: feature_levels={feature_levels!r}",
+    )
+    explained(
+        _validation.odd_int, "kernel_size", kernel_size,
+        "kernel_size must be odd and >= 1 (an even \"same\" kernel is off-centre by half a "
+        "pixel; GCN's best k is 15).",
+    )
+    _validation.positive_int("deconv_kernel_size", deconv_kernel_size, minimum=2)
     return tuple(sorted(levels))
-
-
-def _check_int(name, value, minimum, odd=False):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"model.head.{name} must be an int >= {minimum}. Received: {value!r}")
-    if odd and value % 2 == 0:
-        raise ValueError(f"model.head.{name} must be odd. Received: {name}={value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +87,8 @@ class GCNHead:
     deconv_kernel_size: int = 4
 
     def __post_init__(self):
-        object.__setattr__(self, "feature_levels", _feature_levels(self.feature_levels))
-        _check_int("kernel_size", self.kernel_size, 1, odd=True)
-        _check_int("deconv_kernel_size", self.deconv_kernel_size, 2)
+        levels = decoder_options(self.feature_levels, self.kernel_size, self.deconv_kernel_size)
+        object.__setattr__(self, "feature_levels", levels)
 
 
 def gcn_decoder(

@@ -29,9 +29,11 @@ import dataclasses
 
 import keras
 
+from deeplab_family import _validation
 from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import FeaturePyramidAttention, GlobalAttentionUpsample
-from deeplab_family.models.common import full_resolution, image_input
+from deeplab_family.layers.pan import FPA_ATTENTIONS, FPA_GLOBAL_POOLING_MERGES, FPA_POOLINGS
+from deeplab_family.models.common import explained, full_resolution, image_input
 from deeplab_family.models.registry import register_model
 
 
@@ -115,63 +117,32 @@ class PANHead:
 
     def __post_init__(self):
         for name in ("fpa", "fpa_global_pooling", "gau", "gau_global_pooling"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"model.head.{name} must be a bool. Received: {name}={getattr(self, name)!r}"
-                )
-        for name, allowed in (
-            ("fpa_attention", ("pyramid", "se")),
-            ("fpa_pooling", ("avg", "max")),
-            ("fpa_global_pooling_merge", ("add", "concat")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"model.head.{name} must be one of {list(allowed)}. "
-                    f"Received: {name}={getattr(self, name)!r}"
-                )
-
-        def odd(value):
-            return not isinstance(value, bool) and isinstance(value, int) and value % 2 == 1
-
-        def positive(value):
-            return not isinstance(value, bool) and isinstance(value, int) and value >= 1
-
-        try:
-            kernels = tuple(self.fpa_kernel_sizes)
-        except TypeError:
-            kernels = ()
-        if not kernels or not all(odd(k) and k > 0 for k in kernels):
-            raise ValueError(
-                "model.head.fpa_kernel_sizes must be odd ints, finest pyramid level first, e.g. "
-                f"[7, 5, 3] (C357). Received: fpa_kernel_sizes={self.fpa_kernel_sizes!r}"
-            )
+            _validation.boolean(name, getattr(self, name))
+        _validation.one_of("fpa_attention", self.fpa_attention, FPA_ATTENTIONS)
+        _validation.one_of("fpa_pooling", self.fpa_pooling, FPA_POOLINGS)
+        _validation.one_of(
+            "fpa_global_pooling_merge", self.fpa_global_pooling_merge, FPA_GLOBAL_POOLING_MERGES
+        )
+        kernels = explained(
+            _validation.odd_ints, "fpa_kernel_sizes", self.fpa_kernel_sizes,
+            "fpa_kernel_sizes must be odd ints, finest pyramid level first, e.g. [7, 5, 3] "
+            "(C357).",
+        )
         object.__setattr__(self, "fpa_kernel_sizes", kernels)
-        if not (odd(self.gau_low_kernel_size) and self.gau_low_kernel_size > 0):
-            raise ValueError(
-                "model.head.gau_low_kernel_size must be an odd int (3 or 1 in Table 3). "
-                f"Received: gau_low_kernel_size={self.gau_low_kernel_size!r}"
-            )
-        if not positive(self.filters):
-            raise ValueError(
-                f"model.head.filters must be an int >= 1. Received: filters={self.filters!r}"
-            )
+        explained(
+            _validation.odd_int, "gau_low_kernel_size", self.gau_low_kernel_size,
+            "gau_low_kernel_size must be an odd int (3 or 1 in Table 3).",
+        )
+        _validation.positive_int("filters", self.filters)
         for name in ("fpa_filters", "fpa_pyramid_filters"):
-            if getattr(self, name) is not None and not positive(getattr(self, name)):
-                raise ValueError(
-                    f"model.head.{name} must be None or an int >= 1. "
-                    f"Received: {name}={getattr(self, name)!r}"
-                )
-        if self.gau_filters is not None:
-            try:
-                widths = tuple(self.gau_filters)
-            except TypeError:
-                widths = ()
-            if len(widths) != 3 or not all(positive(w) for w in widths):
-                raise ValueError(
-                    "model.head.gau_filters must be None or three ints >= 1 (res4, res3, "
-                    f"res2), e.g. [1024, 512, 256]. Received: gau_filters={self.gau_filters!r}"
-                )
-            object.__setattr__(self, "gau_filters", widths)
+            _validation.optional_positive_int(name, getattr(self, name))
+        widths = explained(
+            _validation.int_tuple, "gau_filters", self.gau_filters,
+            "gau_filters must be None or three ints >= 1 (res4, res3, res2), e.g. "
+            "[1024, 512, 256].",
+            length=3, minimum=1, allow_none=True,
+        )
+        object.__setattr__(self, "gau_filters", widths)
 
 
 @register_model("pan", PANHead)
