@@ -140,6 +140,22 @@ def positive_number(name, value, *, allow_zero=False):
     return value
 
 
+def explained(check, name, value, message, **kwargs):
+    """`check(name, value, **kwargs)`, a check of this module, raising `message`
+    (the rule in the paper's terms, and so the fix) plus "Received: name=value" instead of the
+    check's own words. The check decides what is valid; the head dataclass says why.
+
+    >>> explained(odd_int, "k", 2, "k must be an odd int (3 or 1 in Table 3).")
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be an odd int (3 or 1 in Table 3). Received: k=2
+    """
+    try:
+        return check(name, value, **kwargs)
+    except ValueError:
+        raise ValueError(f"{message} Received: {name}={value!r}") from None
+
+
 def require(condition, message):
     """Raises `ValueError(message)` unless `condition`: for cross-field rules whose message
     explains the rule and the fix."""

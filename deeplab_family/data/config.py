@@ -17,13 +17,10 @@ AUTOTUNE = -1  # tf.data.AUTOTUNE's value, spelled without importing TensorFlow
 
 
 def _size(name, value):
-    try:
-        return _validation.int_pair(name, value)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be an int >= 1 or a pair (height, width) of them. Received: "
-            f"{name}={value!r}"
-        ) from None
+    return _validation.explained(
+        _validation.int_pair, name, value,
+        f"{name} must be an int >= 1 or a pair (height, width) of them.",
+    )
 
 
 def scale_values(min_scale, max_scale, scale_step):

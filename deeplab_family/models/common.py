@@ -26,20 +26,3 @@ def full_resolution(x, images, name, dtype=None, stride=None):
         "bilinear", align_corners=True, stride=stride, dtype=dtype, name=f"{name}_resize"
     )([x, images])
     return keras.layers.Activation("linear", dtype="float32", name=name)(x)
-
-
-def explained(check, name, value, message, **kwargs):
-    """`check(name, value, **kwargs)`, a `deeplab_family._validation` check, raising `message`
-    (the rule in the paper's terms, and so the fix) plus "Received: name=value" instead of the
-    check's own words. The check decides what is valid; the head dataclass says why.
-
-    >>> from deeplab_family import _validation
-    >>> explained(_validation.odd_int, "k", 2, "k must be an odd int (3 or 1 in Table 3).")
-    Traceback (most recent call last):
-    ...
-    ValueError: k must be an odd int (3 or 1 in Table 3). Received: k=2
-    """
-    try:
-        return check(name, value, **kwargs)
-    except ValueError:
-        raise ValueError(f"{message} Received: {name}={value!r}") from None

@@ -42,7 +42,7 @@ import keras
 from deeplab_family import _validation
 from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import ASPP, aspp_rates
-from deeplab_family.models.common import explained, full_resolution, image_input
+from deeplab_family.models.common import full_resolution, image_input
 from deeplab_family.models.registry import register_model
 
 # DeepLabv3 Sec 3.3: three 3x3 branches at rates (6, 12, 18) at output stride 16; Table 5's
@@ -80,7 +80,7 @@ class DeepLabV3Head:
 
     def __post_init__(self):
         if self.aspp_rates is not None:
-            rates = explained(
+            rates = _validation.explained(
                 _validation.rates, "aspp_rates", self.aspp_rates,
                 "aspp_rates must be None or a sequence of ints >= 1.",
             )

@@ -38,7 +38,7 @@ from deeplab_family.layers import (
     SemanticSupervision,
 )
 from deeplab_family.layers.exfuse import DAP_BORDERS
-from deeplab_family.models.common import explained, full_resolution, image_input
+from deeplab_family.models.common import full_resolution, image_input
 from deeplab_family.models.gcn import LEVEL_KEYS, decoder_options, gcn_decoder
 from deeplab_family.models.registry import register_model
 
@@ -123,13 +123,13 @@ class ExFuseHead:
         ecre = self.ecre
         if isinstance(ecre, bool):
             ecre = "ecre" if ecre else "off"
-        explained(
+        _validation.explained(
             _validation.one_of, "ecre", ecre,
             f"ecre must be one of {list(ECRE_MODES)} (or a bool: true = 'ecre').",
             allowed=ECRE_MODES,
         )
         object.__setattr__(self, "ecre", ecre)
-        depths = explained(
+        depths = _validation.explained(
             _validation.int_tuple, "lr_stage_depths", self.lr_stage_depths,
             "lr_stage_depths must be 4 ints >= 1 (res2..res5).", length=4, minimum=1,
         )

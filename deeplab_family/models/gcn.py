@@ -33,7 +33,7 @@ from deeplab_family.layers import (
     GlobalConvolution,
     SubPixelUpsample,
 )
-from deeplab_family.models.common import explained, full_resolution, image_input
+from deeplab_family.models.common import full_resolution, image_input
 from deeplab_family.models.registry import register_model
 
 LEVEL_KEYS = {1: "res2", 2: "res3", 3: "res4", 4: "res5"}  # ExFuse's level l = res-(l+1)
@@ -46,14 +46,14 @@ def decoder_options(feature_levels, kernel_size, deconv_kernel_size):
         "feature_levels must be a non-empty set of distinct levels from 1 (res2) to 4 (res5), "
         "e.g. [3, 4]."
     )
-    levels = explained(
+    levels = _validation.explained(
         _validation.int_tuple, "feature_levels", feature_levels, rule, allow_empty=False
     )
     _validation.require(
         set(levels) <= set(LEVEL_KEYS) and len(set(levels)) == len(levels),
         f"{rule} Received: feature_levels={feature_levels!r}",
     )
-    explained(
+    _validation.explained(
         _validation.odd_int, "kernel_size", kernel_size,
         "kernel_size must be odd and >= 1 (an even \"same\" kernel is off-centre by half a "
         "pixel; GCN's best k is 15).",

@@ -33,7 +33,7 @@ from deeplab_family import _validation
 from deeplab_family.backbones import build_backbone
 from deeplab_family.layers import FeaturePyramidAttention, GlobalAttentionUpsample
 from deeplab_family.layers.pan import FPA_ATTENTIONS, FPA_GLOBAL_POOLING_MERGES, FPA_POOLINGS
-from deeplab_family.models.common import explained, full_resolution, image_input
+from deeplab_family.models.common import full_resolution, image_input
 from deeplab_family.models.registry import register_model
 
 
@@ -123,20 +123,20 @@ class PANHead:
         _validation.one_of(
             "fpa_global_pooling_merge", self.fpa_global_pooling_merge, FPA_GLOBAL_POOLING_MERGES
         )
-        kernels = explained(
+        kernels = _validation.explained(
             _validation.odd_ints, "fpa_kernel_sizes", self.fpa_kernel_sizes,
             "fpa_kernel_sizes must be odd ints, finest pyramid level first, e.g. [7, 5, 3] "
             "(C357).",
         )
         object.__setattr__(self, "fpa_kernel_sizes", kernels)
-        explained(
+        _validation.explained(
             _validation.odd_int, "gau_low_kernel_size", self.gau_low_kernel_size,
             "gau_low_kernel_size must be an odd int (3 or 1 in Table 3).",
         )
         _validation.positive_int("filters", self.filters)
         for name in ("fpa_filters", "fpa_pyramid_filters"):
             _validation.optional_positive_int(name, getattr(self, name))
-        widths = explained(
+        widths = _validation.explained(
             _validation.int_tuple, "gau_filters", self.gau_filters,
             "gau_filters must be None or three ints >= 1 (res4, res3, res2), e.g. "
             "[1024, 512, 256].",
