@@ -38,15 +38,18 @@ class SqueezeExcitation(keras.layers.Layer):
         _validate.positive_int("reduced_filters", reduced_filters)
         self.reduced_filters = reduced_filters
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.reduce = keras.layers.Conv2D(
-            reduced_filters,
+        self.reduce = self._conv(reduced_filters, "relu", "reduce")
+        self.expand = None  # needs the input channels: created in build
+
+    def _conv(self, filters, activation, name):
+        return keras.layers.Conv2D(
+            filters,
             1,
-            activation="relu",
+            activation=activation,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
-            name="reduce",
+            name=name,
         )
-        self.expand = None  # needs the input channels: created in build
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -54,14 +57,7 @@ class SqueezeExcitation(keras.layers.Layer):
             raise ValueError(f"SqueezeExcitation needs known channels. Received: {input_shape}")
         pooled = (input_shape[0], 1, 1, channels)
         self.reduce.build(pooled)
-        self.expand = keras.layers.Conv2D(
-            channels,
-            1,
-            activation="sigmoid",
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="expand",
-        )
+        self.expand = self._conv(channels, "sigmoid", "expand")
         self.expand.build((input_shape[0], 1, 1, self.reduced_filters))
 
     def call(self, inputs):

@@ -384,15 +384,20 @@ def test_eval_crop_check_runs_before_either_pad():
         assert asserts & ancestors(op), f"{op.name} ({op.type}) does not wait for the check"
 
 
-@pytest.mark.parametrize("files", ["four_files", "one_file"])
-def test_input_pipelines_split_the_data(indexed, files):
-    seen = []
+def _per_pipeline(cfg, replicas, training, batches):
+    """The first `batches` batches of each of two input pipelines."""
     for pipeline_id in range(2):
         ctx = tf.distribute.InputContext(
-            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=replicas
         )
-        cfg = InputConfig(file_pattern=indexed[files], batch_size=2, eval_crop_size=32)
-        batches = _take(make_dataset(cfg, ctx, training=False), 20)
+        yield _take(make_dataset(cfg, ctx, training=training), batches)
+
+
+@pytest.mark.parametrize("files", ["four_files", "one_file"])
+def test_input_pipelines_split_the_data(indexed, files):
+    cfg = InputConfig(file_pattern=indexed[files], batch_size=2, eval_crop_size=32)
+    seen = []
+    for batches in _per_pipeline(cfg, replicas=2, training=False, batches=20):
         assert all(b[0].shape[0] == 1 for b in batches)  # per-replica batch: 2 / 2 replicas
         seen.append([i for images, _ in batches for i in _indices(images)])
     assert not set(seen[0]) & set(seen[1])
@@ -401,21 +406,17 @@ def test_input_pipelines_split_the_data(indexed, files):
 
 @pytest.mark.parametrize("files", ["four_files", "one_file"])
 def test_training_pipelines_split_the_data(indexed, files):
+    cfg = InputConfig(
+        file_pattern=indexed[files],
+        batch_size=8,
+        crop_size=16,
+        min_scale=1.0,
+        max_scale=1.0,
+        seed=3,
+        deterministic=True,
+    )
     seen = []
-    for pipeline_id in range(2):
-        ctx = tf.distribute.InputContext(
-            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=4
-        )
-        cfg = InputConfig(
-            file_pattern=indexed[files],
-            batch_size=8,
-            crop_size=16,
-            min_scale=1.0,
-            max_scale=1.0,
-            seed=3,
-            deterministic=True,
-        )
-        batches = _take(make_dataset(cfg, ctx), 24)
+    for batches in _per_pipeline(cfg, replicas=4, training=True, batches=24):
         assert all(b[0].shape == (2, 16, 16, 3) for b in batches)  # 8 / 4 replicas
         seen.append({i for images, _ in batches for i in _indices(images)})
     assert not seen[0] & seen[1]
