@@ -30,7 +30,8 @@ from deeplab_family.data.pipeline import InputConfig, make_dataset
 from deeplab_family.models import ModelConfig, build_model
 
 # The checkpoint tests' tiny configs: every registered model at a few thousand weights.
-from tests.training.helpers import TINY_BACKBONE, TINY_HEADS
+from tests.tiny import FLAT_BACKBONE as TINY_BACKBONE
+from tests.tiny import FLAT_HEADS as TINY_HEADS
 
 NUM_CLASSES = 21
 CLASSES = (3, 7, 12, 15, 20)  # the object classes of the colour-coded images

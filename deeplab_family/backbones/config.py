@@ -118,8 +118,13 @@ class BackboneConfig:
 
         positive = _validation.positive_int
 
-        def four_positive(name, value):  # res2..res5
-            return _validation.int_tuple(name, value, length=4, minimum=1, allow_none=True)
+        def four_positive(name, value):
+            if value is None:
+                return None
+            return _validation.explained(
+                _validation.int_tuple, name, value, f"{name} must be 4 ints >= 1 (res2..res5).",
+                length=4, minimum=1,
+            )
 
         # Fields left to None are derived here; `replace` derives them again.
         object.__setattr__(

@@ -14,7 +14,7 @@ from deeplab_family.backbones import (
 )
 from deeplab_family.flops import count_flops, count_macs
 from deeplab_family.layers import AtrousConv2D
-from tests.backbones.tiny import tiny_config
+from tests.tiny import tiny_config
 
 
 def test_hand_computed_small_net():

@@ -24,7 +24,7 @@ from deeplab_family.backbones.subsample import Subsample
 from deeplab_family.config import load_config
 from deeplab_family.models.exfuse import exfuse_backbone_config
 from deeplab_family.models.registry import head_config
-from tests.backbones.tiny import random_images, tiny_config
+from tests.tiny import random_images, tiny_config
 
 CONFIG_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "train_configs"

@@ -16,7 +16,7 @@ from deeplab_family.backbones import (
     keras_applications_resnet,
 )
 from deeplab_family.backbones.weights import KERAS_APPLICATIONS_BN_EPSILON, layer_mapping
-from tests.backbones.tiny import random_images, tiny_config
+from tests.tiny import random_images, tiny_config
 
 KA_ENDPOINTS = {"res2": "conv2_block3_out", "res3": "conv3_block4_out"}
 

@@ -14,20 +14,29 @@ def _batch2(h, w, c=4):
     return np.concatenate([random_image(h, w, c, seed=0), random_image(h, w, c, seed=1)])
 
 
+# Variables: every branch and the projection is a conv + BN unit, (3, 2) each (kernel, gamma,
+# beta trainable; moving mean and variance not); ASPP has 1 (1x1) + len(rates) + 1 (image
+# pooling) + 1 (projection) units, and dropout has no variables.
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, expected_weights",
     [
-        dict(filters=8, rates=(6, 12, 18)),
-        dict(filters=8, rates=(6, 12, 18, 24), dropout=0.1),  # Table 5's fourth branch
-        dict(filters=8, rates=(12, 24, 36), image_pooling=False, synchronized=True),
-        dict(filters=8, rates=(), norm_momentum=0.99, norm_epsilon=1e-3),
+        (dict(filters=8, rates=(6, 12, 18)), (3 * 6, 2 * 6)),  # 1 + 3 + 1 + 1 units
+        # Table 5's fourth branch: 1 + 4 + 1 + 1 units.
+        (dict(filters=8, rates=(6, 12, 18, 24), dropout=0.1), (3 * 7, 2 * 7)),
+        # No image pooling: 1 + 3 + 0 + 1 units.
+        (
+            dict(filters=8, rates=(12, 24, 36), image_pooling=False, synchronized=True),
+            (3 * 5, 2 * 5),
+        ),
+        (dict(filters=8, rates=(), norm_momentum=0.99, norm_epsilon=1e-3), (3 * 3, 2 * 3)),
     ],
 )
-def test_aspp_harness(kwargs):
+def test_aspp_harness(kwargs, expected_weights):
     check_layer(
         ASPP,
         kwargs,
         _batch2,
+        expected_weights=expected_weights,
         expected_shape=lambda h, w: (2, h, w, kwargs["filters"]),
     )
 

@@ -76,23 +76,30 @@ def test_native_path_has_no_space_to_batch():
     assert not ops & {"SpaceToBatchND", "BatchToSpaceND"}, ops
 
 
+# Variables: with BN, the bias-free conv's kernel plus BN's gamma and beta are trainable and its
+# moving mean and variance are not, (1 + 2, 2); without BN, kernel and bias, (2, 0). The
+# activation has no variables.
+WITH_NORM, WITHOUT_NORM = (1 + 2, 2), (2, 0)
+
+
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, expected_weights",
     [
-        dict(filters=8, kernel_size=3, dilation_rate=2),
-        dict(filters=8, kernel_size=3, strides=2),
-        dict(filters=8, kernel_size=(15, 1), activation=None),
-        dict(filters=8, kernel_size=3, groups=4, dilation_rate=3, synchronized=True),
-        dict(filters=8, kernel_size=1, use_norm=False, activation=None),
-        dict(filters=8, kernel_size=3, dilation_rate=12, skip_padded_taps=True),
+        (dict(filters=8, kernel_size=3, dilation_rate=2), WITH_NORM),
+        (dict(filters=8, kernel_size=3, strides=2), WITH_NORM),
+        (dict(filters=8, kernel_size=(15, 1), activation=None), WITH_NORM),
+        (dict(filters=8, kernel_size=3, groups=4, dilation_rate=3, synchronized=True), WITH_NORM),
+        (dict(filters=8, kernel_size=1, use_norm=False, activation=None), WITHOUT_NORM),
+        (dict(filters=8, kernel_size=3, dilation_rate=12, skip_padded_taps=True), WITH_NORM),
     ],
 )
-def test_conv_norm_act_harness(kwargs):
+def test_conv_norm_act_harness(kwargs, expected_weights):
     stride = kwargs.get("strides", 1)
     check_layer(
         ConvNormAct,
         kwargs,
         lambda h, w: random_image(h, w, 8),
+        expected_weights=expected_weights,
         expected_shape=lambda h, w: (1, -(-h // stride), -(-w // stride), kwargs["filters"]),
     )
 

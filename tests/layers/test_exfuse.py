@@ -1,9 +1,6 @@
 """ExFuse layers: SEB (Eq 2), SS (Fig 3), SubPixelUpsample (ECRE) and DAP (Eq 3) against NumPy,
 the shared harness, TFLite builtins and bad arguments."""
 
-import os
-import tempfile
-
 import keras
 import numpy as np
 import pytest
@@ -14,7 +11,14 @@ from deeplab_family.layers import (
     SemanticSupervision,
     SubPixelUpsample,
 )
-from tests.harness import check_layer, random_image
+from tests.harness import (
+    check_config_round_trip,
+    check_keras_round_trip,
+    check_layer,
+    check_serialization_round_trip,
+    check_weight_counts,
+    random_image,
+)
 from tests.layers._numpy import np_conv_same, np_resize_half_pixel, np_resize_stride_exact
 from tests.layers._tflite import run_tflite_builtins
 
@@ -77,6 +81,8 @@ def test_seb_harness(num_high, kwargs):
         SemanticEmbeddingBranch,
         kwargs,
         _seb_inputs(num_high),
+        # One 3x3 conv without BN per high-level input, kernel and bias each.
+        expected_weights=(2 * num_high, 0),
         expected_shape=lambda h, w: (1, h, w, 4),
     )
 
@@ -143,6 +149,8 @@ def test_ss_harness_features_only():
         SemanticSupervision,
         dict(filters=8, kernel_size=3, synchronized=True),
         lambda h, w: random_image(h, w, 6),
+        # Two conv + BN units of (3, 2): kernel, gamma, beta; moving mean and variance.
+        expected_weights=(2 * 3, 2 * 2),
         expected_shape=lambda h, w: (1, h, w, 8),
     )
 
@@ -162,26 +170,21 @@ def test_ss_with_classification_head_round_trips():
     """The head's logits are (batch, classes), which the shared harness (spatial outputs only)
     does not cover; the same checks by hand."""
     kwargs = dict(filters=8, num_classes=10)
-    layer = SemanticSupervision(**kwargs)
-    config = layer.get_config()
-    assert config["num_classes"] == 10
-    assert SemanticSupervision.from_config(config).get_config() == config
+    layer = check_config_round_trip(SemanticSupervision, kwargs)
+    assert layer.get_config()["num_classes"] == 10
+    check_serialization_round_trip(layer)
 
     inp = keras.Input((None, None, 6))
     out = layer(inp)
     assert out["features"].shape[1:] == (None, None, 8)
     assert out["logits"].shape[1:] == (10,)
+    # Two conv + BN units of (3, 2), and the classifier's kernel and bias.
+    check_weight_counts(layer, 2 * 3 + 2, 2 * 2)
     model = keras.Model(inp, out)
     x = np.concatenate([random_image(33, 33, 6, seed=0), random_image(33, 33, 6, seed=1)])
     ref = model(x, training=False)
     assert ref["features"].shape == (2, 33, 33, 8) and ref["logits"].shape == (2, 10)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "ss.keras")
-        model.save(path)
-        loaded = keras.saving.load_model(path, safe_mode=True)
-    got = loaded(x, training=False)
-    for key in ("features", "logits"):
-        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(ref[key]), atol=1e-5)
+    check_keras_round_trip(model, x, atol=1e-5, rtol=1e-7)
 
 
 def test_ss_bad_arguments():
@@ -205,7 +208,7 @@ def test_subpixel_harness(scale):
         lambda h, w: random_image(h, w, 2 * scale * scale),
         sizes=((17, 17), (33, 21)),
         expected_shape=lambda h, w: (1, h * scale, w * scale, 2),
-        expect_trainable=False,
+        expected_weights=(0, 0),  # a reshape: no variables
     )
 
 
@@ -241,7 +244,7 @@ def test_dap_harness(kernel_size, border):
         dict(kernel_size=kernel_size, border=border),
         lambda h, w: random_image(h, w, 2 * groups),
         expected_shape=lambda h, w: (1, h, w, 2),
-        expect_trainable=False,
+        expected_weights=(0, 0),  # shifted sums of channel groups: no variables
     )
 
 

@@ -13,6 +13,8 @@ def test_global_convolution_harness(kernel_size):
         GlobalConvolution,
         dict(filters=21, kernel_size=kernel_size),
         lambda h, w: random_image(h, w, 8),
+        # Four convs without BN (k x 1, 1 x k on each branch), kernel and bias each: (4 * 2, 0).
+        expected_weights=(4 * 2, 0),
         expected_shape=lambda h, w: (1, h, w, 21),
     )
 
@@ -57,6 +59,8 @@ def test_boundary_refinement_harness(filters):
         BoundaryRefinement,
         dict(filters=filters),
         lambda h, w: random_image(h, w, 6),
+        # Two 3x3 convs without BN, kernel and bias each: (2 * 2, 0).
+        expected_weights=(2 * 2, 0),
         expected_shape=lambda h, w: (1, h, w, 6),
     )
 

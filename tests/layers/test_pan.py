@@ -24,6 +24,15 @@ TABLE1_ROWS = {
     "C357+MAX+GP": dict(kernel_sizes=C357, pooling="max", global_pooling=True),
     "C357+AVE+GP": dict(kernel_sizes=C357, pooling="avg", global_pooling=True),
 }
+# Variables of those rows. A conv + BN unit has (3, 2): kernel, gamma, beta trainable; moving
+# mean and variance not. The pyramid has master + 3 down + 3 level convs + attention_proj =
+# 8 units; GP adds gp_conv and (merge "concat", the default) gp_project = 10 units. SE: master
+# (3, 2) + squeeze and excite, two 1x1 convs with bias and no BN, (2, 0) each.
+TABLE1_WEIGHTS = {
+    "SE": (3 + 2 + 2, 2),
+    **{f"{c}+{p}": (8 * 3, 8 * 2) for c in ("C333", "C357") for p in ("MAX", "AVE")},
+    **{f"{c}+{p}+GP": (10 * 3, 10 * 2) for c in ("C333", "C357") for p in ("MAX", "AVE")},
+}
 
 
 def _batch2(c):
@@ -44,29 +53,37 @@ def test_fpa_table1_rows_harness(row):
         FeaturePyramidAttention,
         kwargs,
         _batch2(6),
+        expected_weights=TABLE1_WEIGHTS[row],
         expected_shape=lambda h, w: (2, h, w, 8),
     )
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, expected_weights",
     [
-        dict(filters=8, global_pooling_merge="concat", synchronized=True),
-        dict(
-            filters=8,
-            attention="se",
-            se_ratio=2,
-            global_pooling=True,
-            global_pooling_merge="concat",
+        # The default pyramid and GP concat: 10 conv + BN units.
+        (dict(filters=8, global_pooling_merge="concat", synchronized=True), (10 * 3, 10 * 2)),
+        # SE (3 + 2 + 2, 2) and GP concat, two more units.
+        (
+            dict(
+                filters=8,
+                attention="se",
+                se_ratio=2,
+                global_pooling=True,
+                global_pooling_merge="concat",
+            ),
+            (3 + 2 + 2 + 2 * 3, 2 + 2 * 2),
         ),
-        dict(filters=8, kernel_sizes=(5, 3), norm_momentum=0.99),  # a two-level pyramid
+        # A two-level pyramid: master + 2 down + 2 level + attention_proj + gp_conv + gp_project.
+        (dict(filters=8, kernel_sizes=(5, 3), norm_momentum=0.99), (8 * 3, 8 * 2)),
     ],
 )
-def test_fpa_variants_harness(kwargs):
+def test_fpa_variants_harness(kwargs, expected_weights):
     check_layer(
         FeaturePyramidAttention,
         kwargs,
         _batch2(6),
+        expected_weights=expected_weights,
         sizes=((33, 33), (17, 23)),
         expected_shape=lambda h, w: (2, h, w, 8),
     )
@@ -195,20 +212,26 @@ def _gau_inputs(low_c, high_c):
     return make
 
 
+# Variables: conv + BN units of (3, 2) each: low_conv, gate_conv with GP, and high_proj when the
+# high input's channels differ from filters (8).
 @pytest.mark.parametrize(
-    "kwargs, high_c",
+    "kwargs, high_c, expected_weights",
     [
-        (dict(filters=8), 8),  # Table 3 row 4 (GP + 3x3), identity high path
-        (dict(filters=8, low_kernel_size=1), 12),  # Table 3 row 3 (GP + 1x1), projected high
-        (dict(filters=8, global_pooling=False), 12),  # Table 3 row 2 (no GP)
-        (dict(filters=8, synchronized=True, norm_epsilon=1e-3), 8),
+        # Table 3 row 4 (GP + 3x3), identity high path: low + gate.
+        (dict(filters=8), 8, (2 * 3, 2 * 2)),
+        # Table 3 row 3 (GP + 1x1), projected high: low + gate + projection.
+        (dict(filters=8, low_kernel_size=1), 12, (3 * 3, 3 * 2)),
+        # Table 3 row 2 (no GP): low + projection.
+        (dict(filters=8, global_pooling=False), 12, (2 * 3, 2 * 2)),
+        (dict(filters=8, synchronized=True, norm_epsilon=1e-3), 8, (2 * 3, 2 * 2)),
     ],
 )
-def test_gau_harness(kwargs, high_c):
+def test_gau_harness(kwargs, high_c, expected_weights):
     check_layer(
         GlobalAttentionUpsample,
         kwargs,
         _gau_inputs(6, high_c),
+        expected_weights=expected_weights,
         expected_shape=lambda h, w: (2, h, w, 8),
     )
 

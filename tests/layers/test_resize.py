@@ -82,7 +82,7 @@ def test_resize_like_harness(kwargs):
         kwargs,
         lambda h, w: [random_image(-(-h // 4), -(-w // 4), 3), random_image(h, w, 1)],
         expected_shape=lambda h, w: (1, h, w, 3),
-        expect_trainable=False,
+        expected_weights=(0, 0),  # a resize: no variables
     )
 
 

@@ -1,14 +1,11 @@
-"""Checks shared by the PAN and GCN/ExFuse model tests: tiny configs, whole-model gradient,
-`.keras` round trip, symbolic shapes of named layers at a fixed input size."""
-
-import os
-import tempfile
+"""Checks shared by the PAN and GCN/ExFuse model tests: eager inference, mixed precision, the
+symbolic shapes of named layers at a fixed input size. (The gradient and `.keras` checks are
+the harness's, `tests/harness.py`; the tiny configs are in `tests/tiny.py`.)"""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tests.backbones.tiny import TINY, random_images  # noqa: F401  (re-exported)
+from tests.tiny import random_images
 
 
 def layer_names(model):
@@ -40,41 +37,6 @@ def assert_forward(model, sizes, batch=2, num_classes=None):
             if num_classes is not None:
                 assert t.shape[-1] == num_classes, (name, t.shape)
             assert np.all(np.isfinite(np.asarray(t))), f"non-finite {name} at {(h, w)}"
-
-
-def assert_gradients_everywhere(model, images):
-    """A random projection of every output (training mode) reaches every trainable weight."""
-    rng = np.random.default_rng(1)
-    with tf.GradientTape() as tape:
-        outs = model(images, training=True)
-        loss = tf.add_n(
-            [
-                tf.reduce_sum(o * rng.standard_normal(o.shape).astype("float32"))
-                for o in keras.tree.flatten(outs)
-            ]
-        )
-    assert np.isfinite(float(loss))
-    weights = model.trainable_weights
-    grads = tape.gradient(loss, weights)
-    missing = [v.path for v, g in zip(weights, grads) if g is None]
-    assert not missing, f"no gradient for {missing}"
-    zero = [v.path for v, g in zip(weights, grads) if not np.any(np.asarray(g) != 0)]
-    assert not zero, f"zero gradient for {zero}"
-    bad = [v.path for v, g in zip(weights, grads) if not np.all(np.isfinite(np.asarray(g)))]
-    assert not bad, f"non-finite gradient for {bad}"
-
-
-def assert_keras_round_trip(model, images, atol=1e-5):
-    ref = model(images, training=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        loaded = keras.saving.load_model(path, safe_mode=True)
-    got = loaded(images, training=False)
-    assert set(got) == set(ref)
-    for key in ref:
-        np.testing.assert_allclose(np.asarray(ref[key]), np.asarray(got[key]), atol=atol, rtol=1e-5)
-    return loaded
 
 
 def assert_mixed_precision(model, images, float32_outputs=("logits",)):

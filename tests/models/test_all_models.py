@@ -1,7 +1,8 @@
 """Checks every registered model must pass (issue "Every model"), at tiny sizes.
 
 The loop is over `registered_models()`, so a new model is checked as soon as its module is
-imported by `deeplab_family.models`, and fails here until it has an entry in `TINY_CONFIGS`:
+imported by `deeplab_family.models`, and fails here until it has an entry in `MODELS` of
+`tests/tiny.py`:
 
 - a tiny config exists;
 - `.keras` round trip with `safe_mode=True`, same outputs;
@@ -16,62 +17,29 @@ imported by `deeplab_family.models`, and fails here until it has an entry in `TI
 """
 
 import functools
-import json
 import os
 import tempfile
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from deeplab_family.backbones import ResNetBackbone
 from deeplab_family.models import ModelConfig, build_model, registered_models
-from tests.backbones.tiny import random_images
+from tests import tiny
+from tests.harness import check_gradients, check_keras_round_trip
+from tests.tiny import random_images
 
 NUM_CLASSES = 5
-# Full topology, few channels; 3 units in the last stage so multi-grid keeps three rates.
-TINY_BACKBONE = dict(
-    stage_depths=(1, 1, 2, 3),
-    stage_widths=(4, 8, 8, 8),
-    stage_channels=(8, 16, 16, 16),
-    stem_width=4,
-    output_stride=16,
-)
-
-# One tiny config per registered model name: {"backbone": overrides, "head": head dict}.
-TINY_CONFIGS = {
-    "deeplabv3": {
-        "backbone": {"multi_grid": [1, 2, 4], "stem": "deep"},
-        "head": {"aspp_filters": 8, "image_pooling": True, "dropout": 0.1},
-    },
-    "deeplabv3_cascade": {
-        "backbone": {"multi_grid": [1, 2, 1], "cascade_blocks": 2},
-        "head": {},
-    },
-    "pan": {
-        "backbone": {"stem": "deep"},
-        "head": {"filters": 8},
-    },
-    "gcn": {
-        "backbone": {"groups": 2},
-        "head": {"kernel_size": 5},
-    },
-    "exfuse": {
-        "backbone": {"groups": 2},
-        "head": {"kernel_size": 5, "ss_filters": 8, "lr_stage_depths": [1, 1, 1, 2]},
-    },
-}
 
 
 def tiny_config(name, output_stride=16):
-    if name not in TINY_CONFIGS:
+    if name not in tiny.MODELS:
         pytest.fail(
-            f"registered model {name!r} has no tiny config: add it to TINY_CONFIGS in "
-            f"{__file__}"
+            f"registered model {name!r} has no tiny config: add it to MODELS in {tiny.__file__}"
         )
-    entry = TINY_CONFIGS[name]
-    backbone = {**TINY_BACKBONE, **entry.get("backbone", {}), "output_stride": output_stride}
+    entry = tiny.MODELS[name]
+    backbone = {**tiny.NARROW_BACKBONE, **entry.get("backbone", {}), "output_stride": output_stride}
     return ModelConfig.from_dict(
         {"name": name, "num_classes": NUM_CLASSES, "backbone": backbone,
          "head": dict(entry.get("head", {}))}
@@ -101,56 +69,23 @@ def test_has_a_tiny_config(name):
 
 
 def test_no_tiny_config_for_unregistered_names():
-    assert sorted(set(TINY_CONFIGS) - set(MODELS)) == []
+    assert sorted(set(tiny.MODELS) - set(MODELS)) == []
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_keras_round_trip_safe_mode(name):
     model = _model(name)
     images = random_images(33, 33, seed=1)
-    want = model(images, training=False)
-    _check_outputs(want, 33, 33)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, f"{name}.keras")
-        model.save(path)
-        loaded = keras.saving.load_model(path, safe_mode=True)
-    got = loaded(images, training=False)
-    assert list(got) == list(want)
-    for key in want:
-        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), atol=1e-5,
-                                   rtol=1e-5, err_msg=key)
-    # The same config (through JSON: Keras reloads build shapes as lists, not tuples).
-    assert json.dumps(loaded.get_config(), sort_keys=True) == json.dumps(
-        model.get_config(), sort_keys=True
-    )
+    _check_outputs(model(images, training=False), 33, 33)
+    check_keras_round_trip(model, images)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gradient_into_every_trainable_weight(name):
     model = _model(name)
-    images = tf.constant(random_images(33, 33, batch=2, seed=2))
-    rng = np.random.default_rng(1)
-    with tf.GradientTape() as tape:
-        outputs = model(images, training=True)
-        # A random projection, so that BN's zero-mean output cannot cancel gamma's gradient.
-        loss = tf.add_n([
-            tf.reduce_sum(o * rng.standard_normal(o.shape).astype("float32"))
-            for o in outputs.values()
-        ])
+    assert model.trainable_weights
+    outputs = check_gradients(model, random_images(33, 33, batch=2, seed=2))
     _check_outputs(outputs, 33, 33, batch=2)
-    weights = model.trainable_weights
-    assert weights
-    grads = tape.gradient(loss, weights)
-    missing = [v.path for v, g in zip(weights, grads) if g is None]
-    assert missing == [], f"no gradient for {missing}"
-    zero, non_finite = [], []
-    for v, g in zip(weights, grads):
-        g = np.asarray(tf.convert_to_tensor(g))
-        if not np.all(np.isfinite(g)):
-            non_finite.append(v.path)
-        elif not np.any(g != 0):
-            zero.append(v.path)
-    assert non_finite == [] and zero == [], (non_finite, zero)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -14,7 +14,7 @@ import pytest
 
 from deeplab_family.models import ModelConfig, build_model
 from deeplab_family.models.common import full_resolution
-from tests.models._checks import TINY
+from tests.tiny import BACKBONE
 
 SIZES = (129, 128)  # 513-like (16 * 8 + 1) and 512-like
 NUM_CLASSES = 3
@@ -25,7 +25,7 @@ def _model(name, head, output_stride):
     config = ModelConfig(
         name=name,
         num_classes=NUM_CLASSES,
-        backbone={**TINY, "output_stride": output_stride},
+        backbone={**BACKBONE, "output_stride": output_stride},
         head=head,
     )
     return build_model(config)

@@ -12,7 +12,7 @@ from deeplab_family.backbones import BackboneConfig, stage_plan
 from deeplab_family.models import ModelConfig, build_model
 from deeplab_family.models.deeplabv3 import DeepLabV3Head
 from deeplab_family.models.registry import head_config
-from tests.backbones.tiny import random_images
+from tests.tiny import SHALLOW_BACKBONE, random_images
 
 # ---------------------------------------------------------------------------------------------
 # Oracle: TensorFlow Model Garden's DeepLabV3 with the same weights gives the same logits.
@@ -312,19 +312,14 @@ TABLE_ROWS = (
     ]
 )
 
-# Tiny widths for the forward pass; 3 units in the last stage so multi-grid keeps its 3 rates.
-TINY_BACKBONE = dict(
-    stage_depths=(1, 1, 1, 3), stage_widths=(4, 4, 8, 8), stage_channels=(8, 8, 16, 16),
-    stem_width=4,
-)
-
 
 def _tiny(config):
+    """The table row at tiny widths (tests/tiny.py's SHALLOW_BACKBONE, 8 ASPP filters)."""
     head = dict(config.head)
     if config.name == "deeplabv3":
         head["aspp_filters"] = 8
     return dataclasses.replace(
-        config, backbone=config.backbone.replace(**TINY_BACKBONE), head=head
+        config, backbone=config.backbone.replace(**SHALLOW_BACKBONE), head=head
     )
 
 
@@ -398,7 +393,7 @@ def test_built_rates_table3_mg121_block7_os16():
     assert _conv2_rates(model, "res4", 1) == (1,)
     # The logits come from block7's output.
     conv = model.get_layer("logits_conv")
-    assert conv.input.shape[-1] == TINY_BACKBONE["stage_channels"][-1]
+    assert conv.input.shape[-1] == SHALLOW_BACKBONE["stage_channels"][-1]
     backbone = model.get_layer("backbone")
     assert backbone.output["res5"] is backbone.get_layer("block7_unit3_out").output
 
@@ -520,7 +515,7 @@ def test_head_bad_arguments(head, message):
 def test_aspp_rates_need_a_standard_output_stride():
     config = ModelConfig(
         name="deeplabv3",
-        backbone=BackboneConfig(**TINY_BACKBONE, output_stride=64, cascade_blocks=1),
+        backbone=BackboneConfig(**SHALLOW_BACKBONE, output_stride=64, cascade_blocks=1),
     )
     with pytest.raises(ValueError, match=r"output_stride must be one of \[4, 8, 16, 32\]"):
         build_model(config)

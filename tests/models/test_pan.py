@@ -6,22 +6,19 @@ import pytest
 
 from deeplab_family.layers import FeaturePyramidAttention, GlobalAttentionUpsample
 from deeplab_family.models import ModelConfig, build_model
+from tests.harness import check_gradients, check_keras_round_trip
 from tests.models._checks import (
-    TINY,
     assert_forward,
-    assert_gradients_everywhere,
-    assert_keras_round_trip,
     assert_mixed_precision,
     layer_names,
     layers_of_type,
-    random_images,
     static_shapes,
 )
+from tests.tiny import BACKBONE, PAN_HEAD, random_images
 
 # The paper's backbone (Sec 3.3): ResNet-101, deep stem, dilated res5 (output stride 16).
 PAPER_BACKBONE = {"depth": 101, "stem": "deep", "output_stride": 16}
-TINY_BACKBONE = {**TINY, "stem": "deep", "output_stride": 16}
-TINY_HEAD = {"filters": 16}
+TINY_BACKBONE = {**BACKBONE, "stem": "deep", "output_stride": 16}
 NUM_CLASSES = 3
 
 # Table 1: FPA settings on ResNet-101 with the naive decoder (direct upsampling, Sec 4.1.1).
@@ -58,7 +55,7 @@ def tiny_pan(head=None, dtype=None, **backbone):
         name="pan",
         num_classes=NUM_CLASSES,
         backbone={**TINY_BACKBONE, **backbone},
-        head={**TINY_HEAD, **(head or {})},
+        head={**PAN_HEAD, **(head or {})},
     )
     return build_model(config, dtype=dtype)
 
@@ -169,8 +166,8 @@ def test_dynamic_sizes_gradients_and_round_trip():
     assert list(model.output) == ["logits"]
     assert_forward(model, [(65, 65), (63, 71)], batch=2, num_classes=NUM_CLASSES)
     # Batch 2: the GAP -> BN branches of FPA and GAU are constant for a single image.
-    assert_gradients_everywhere(model, random_images(65, 65, batch=2))
-    assert_keras_round_trip(model, random_images(63, 71, batch=2, seed=3))
+    check_gradients(model, random_images(65, 65, batch=2))
+    check_keras_round_trip(model, random_images(63, 71, batch=2, seed=3))
 
 
 def test_mixed_precision():

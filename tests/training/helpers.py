@@ -13,23 +13,6 @@ from tfrecords_tools import synthetic, voc
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_CONFIG = os.path.join(REPO, "train_configs", "tiny_deeplabv3_os16_synthetic.yaml")
 
-# Every registered model at a few thousand weights: the checkpoint and export tests' configs
-# (`ModelConfig(name, num_classes, backbone=dict(TINY_BACKBONE), head=TINY_HEADS[name])`).
-TINY_BACKBONE = {
-    "stage_depths": (1, 1, 1, 1),
-    "stage_widths": (8, 8, 8, 8),
-    "stage_channels": (16, 16, 16, 16),
-    "stem_width": 8,
-    "output_stride": 16,
-}
-TINY_HEADS = {
-    "deeplabv3": {"aspp_filters": 8},
-    "deeplabv3_cascade": {},
-    "pan": {"filters": 8},
-    "gcn": {"kernel_size": 3},
-    "exfuse": {"kernel_size": 3, "ss_filters": 8, "lr_stage_depths": [1, 1, 1, 1]},
-}
-
 # Smaller than the demo's tiny model, for steps that take a fraction of a second.
 TEST_OVERRIDES = [
     "model.backbone.stage_widths=[8, 8, 16, 16]",

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from deeplab_family.models import ModelConfig, build_model, registered_models
 from deeplab_family.training.checkpoints import latest_checkpoint, restore_model
-from tests.training.helpers import TINY_BACKBONE, TINY_HEADS
+from tests.tiny import FLAT_BACKBONE as TINY_BACKBONE
+from tests.tiny import FLAT_HEADS as TINY_HEADS
 
 
 @pytest.mark.parametrize("name", registered_models())

@@ -215,7 +215,9 @@ def test_output_strides_and_the_table8_config():
     from deeplab_family.config import TrainingConfig, load_config
     from deeplab_family.models import ModelConfig, build_model
     from deeplab_family.training.losses import output_strides
-    from tests.training.helpers import REPO, TINY_BACKBONE, TINY_HEADS
+    from tests.tiny import FLAT_BACKBONE as TINY_BACKBONE
+    from tests.tiny import FLAT_HEADS as TINY_HEADS
+    from tests.training.helpers import REPO
 
     pan = build_model(ModelConfig("pan", 3, backbone=dict(TINY_BACKBONE), head=TINY_HEADS["pan"]))
     assert output_strides(pan) == {"logits": 4}  # PAN's last GAU is at res2's stride
