@@ -32,6 +32,7 @@ from typing import Dict, Optional, Tuple
 import yaml
 
 from deeplab_family import _files, _validation, defaults
+from deeplab_family._validation import require
 from deeplab_family.backbones.config import zero_pixel
 from deeplab_family.data.config import InputConfig
 from deeplab_family.models.config import ModelConfig
@@ -44,9 +45,6 @@ INT8_IO = (None, "uint8", "int8")
 CONFIG_FILENAME = "config.yaml"
 
 
-_check = _validation.require
-
-
 def _strides(strides):
     """`8, 16 or 32`."""
     return ", ".join(map(str, strides[:-1])) + f" or {strides[-1]}"
@@ -54,8 +52,8 @@ def _strides(strides):
 
 def _scales(name, values):
     scales = tuple(float(s) for s in values)
-    _check(scales and all(s > 0 for s in scales),
-           f"{name} must be positive numbers. Received: {name}={values!r}")
+    require(scales and all(s > 0 for s in scales),
+            f"{name} must be positive numbers. Received: {name}={values!r}")
     return scales
 
 
@@ -117,16 +115,16 @@ class TrainingConfig:
     def __post_init__(self):
         for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every"):
             _validation.positive_int(name, getattr(self, name))
-        _check(self.learning_rate > 0,
-               f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
-        _check(0 <= self.warmup_steps < self.steps,
-               f"warmup_steps must be in [0, steps). Received: warmup_steps={self.warmup_steps!r}")
-        _check(self.weight_decay >= 0,
-               f"weight_decay must be >= 0. Received: weight_decay={self.weight_decay!r}")
+        require(self.learning_rate > 0,
+                f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
+        require(0 <= self.warmup_steps < self.steps,
+                f"warmup_steps must be in [0, steps). Received: warmup_steps={self.warmup_steps!r}")
+        require(self.weight_decay >= 0,
+                f"weight_decay must be >= 0. Received: weight_decay={self.weight_decay!r}")
         _validation.one_of("mixed_precision", self.mixed_precision, PRECISIONS)
-        _check(isinstance(self.label_downsampling, bool),
-               f"label_downsampling must be true or false. "
-               f"Received: label_downsampling={self.label_downsampling!r}")
+        require(isinstance(self.label_downsampling, bool),
+                f"label_downsampling must be true or false. "
+                f"Received: label_downsampling={self.label_downsampling!r}")
         object.__setattr__(self, "aux_loss_weights", dict(self.aux_loss_weights or {}))
 
 
@@ -171,9 +169,9 @@ class EvaluationConfig:
     dataset: str = "voc"
 
     def __post_init__(self):
-        _check(self.output_stride in defaults.OUTPUT_STRIDES,
-               f"output_stride must be {_strides(defaults.OUTPUT_STRIDES)}. "
-               f"Received: output_stride={self.output_stride!r}")
+        require(self.output_stride in defaults.OUTPUT_STRIDES,
+                f"output_stride must be {_strides(defaults.OUTPUT_STRIDES)}. "
+                f"Received: output_stride={self.output_stride!r}")
         object.__setattr__(self, "scales", _scales("scales", self.scales))
         _validation.one_of("dataset", self.dataset, DATASETS)
 
@@ -207,9 +205,9 @@ class ExportConfig:
     representative_pattern: str | None = None
 
     def __post_init__(self):
-        _check(self.output_stride in defaults.EXPORT_OUTPUT_STRIDES,
-               f"output_stride must be {_strides(defaults.EXPORT_OUTPUT_STRIDES)}. "
-               f"Received: output_stride={self.output_stride!r}")
+        require(self.output_stride in defaults.EXPORT_OUTPUT_STRIDES,
+                f"output_stride must be {_strides(defaults.EXPORT_OUTPUT_STRIDES)}. "
+                f"Received: output_stride={self.output_stride!r}")
         object.__setattr__(self, "scales", _scales("scales", self.scales))
         size = _validation.int_tuple("tflite_size", self.tflite_size, length=2, minimum=1)
         object.__setattr__(self, "tflite_size", size)
@@ -234,8 +232,8 @@ class ExperimentConfig:
         values = dict(values or {})
         allowed = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - allowed)
-        _check(not unknown, f"unknown section(s) {unknown} in the config. "
-                            f"Allowed sections: {sorted(allowed)}")
+        require(not unknown, f"unknown section(s) {unknown} in the config. "
+                             f"Allowed sections: {sorted(allowed)}")
         model = ModelConfig.from_dict(values.get("model", {}))
         # Images are padded with the pixel that the backbone's normalisation maps to zero,
         # unless a section says otherwise (`mean_pixel`).
@@ -274,13 +272,14 @@ def apply_overrides(values, overrides):
     """Applies `section.key=value` strings (values parsed as YAML) to a nested dict in place."""
     for item in overrides or ():
         key, sep, raw = item.partition("=")
-        _check(sep and key.strip(), f"--set expects section.key=value. Received: {item!r}")
+        require(sep and key.strip(),
+                f"--set expects section.key=value. Received: {item!r}")
         path = key.strip().split(".")
         node = values
         for part in path[:-1]:
             node = node.setdefault(part, {})
-            _check(isinstance(node, dict),
-                   f"--set {key}: {part!r} is not a section. Received: {item!r}")
+            require(isinstance(node, dict),
+                    f"--set {key}: {part!r} is not a section. Received: {item!r}")
         node[path[-1]] = yaml.safe_load(raw)
     return values
 
@@ -294,7 +293,7 @@ def load_config(path, overrides=None):
         raise FileNotFoundError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
-    _check(isinstance(values, dict), f"{path} must hold a mapping of sections")
+    require(isinstance(values, dict), f"{path} must hold a mapping of sections")
     try:
         return ExperimentConfig.from_dict(apply_overrides(values, overrides))
     except ValueError as e:

@@ -35,7 +35,7 @@ import os
 import sys
 import time
 
-from deeplab_family import cli
+from deeplab_family import cli, defaults
 
 
 def _scales(text):
@@ -56,7 +56,7 @@ def parse_args(argv=None):
         prog="python -m deeplab_family.evaluate", description=__doc__.split("\n\n")[0]
     )
     cli.add_experiment_arguments(parser, "the training model dir (checkpoints/, config.yaml)")
-    parser.add_argument("--output-stride", type=int, choices=(4, 8, 16, 32), default=None,
+    parser.add_argument("--output-stride", type=int, choices=defaults.OUTPUT_STRIDES, default=None,
                         help="output stride of the evaluated model (evaluation.output_stride); "
                              "4 is DeepLabv3's Cityscapes test-set setting (Appendix C)")
     parser.add_argument("--scales", type=_scales, default=None,
