@@ -22,16 +22,14 @@ COMMAND_LINE = {
     "deeplab_family.export.cli",
 }
 
-# Pure-Python modules: configs, plans and builders must load without Keras or TensorFlow.
+# Pure-Python modules whose packages load no Keras either: imported in a fresh process, they must
+# leave Keras and TensorFlow unloaded.
 KERAS_FREE = (
     "deeplab_family._validation",
     "deeplab_family._files",
     "deeplab_family.cli",
     "deeplab_family.defaults",
     "deeplab_family.progress",
-    "deeplab_family.backbones.config",
-    "deeplab_family.backbones.plan",
-    "deeplab_family.backbones.presets",
     "deeplab_family.data.config",
     "deeplab_family.data.schema",
     "deeplab_family.data.palette",
@@ -46,6 +44,14 @@ KERAS_FREE = (
     "tfrecords_tools.cityscapes",
     "tfrecords_tools.synthetic",
 )
+# Pure-Python modules inside `deeplab_family.backbones`, whose `__init__` registers the Keras
+# layers: what they import, and what that imports in turn, must not reach Keras or TensorFlow.
+KERAS_FREE_SOURCES = (
+    "deeplab_family.backbones.config",
+    "deeplab_family.backbones.plan",
+    "deeplab_family.backbones.presets",
+)
+HEAVY = ("keras", "tensorflow", "tf_keras")
 
 
 def _modules(root):
@@ -64,9 +70,9 @@ def _modules(root):
     return found
 
 
-def _imports(path, modules):
+def _imports(path, modules, external=False):
     """The package modules `path` imports: `import a.b`, `from a import b` (b a module, else
-    a)."""
+    a); with `external`, the top-level names of the other packages it imports instead."""
     targets = set()
     for node in ast.walk(ast.parse(open(path).read(), path)):
         if isinstance(node, ast.Import):
@@ -75,6 +81,8 @@ def _imports(path, modules):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 targets.add(sub if sub in modules else node.module)
+    if external:
+        return {t.split(".")[0] for t in targets if t.split(".")[0] not in PACKAGES}
     return {t for t in targets if t in modules}
 
 
@@ -137,6 +145,43 @@ def test_no_import_cycle():
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_plan_and_the_presets_import_no_keras():
+    modules = _modules(ROOT)
+    graph = _graph(ROOT)
+    for start in KERAS_FREE_SOURCES:
+        seen, todo = set(), [start]
+        while todo:  # every package module `start` reaches through its imports
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph[module])
+        heavy = {
+            (module, name)
+            for module in seen
+            for name in _imports(modules[module], modules, external=True)
+            if name in HEAVY
+        }
+        assert not heavy, f"{start} reaches {sorted(heavy)}"
+
+
+def test_importing_the_backbones_registers_their_layers(tmp_path):
+    """A saved backbone loads in a fresh process that imported `deeplab_family.backbones` only."""
+    from deeplab_family.backbones import build_backbone
+    from tests.tiny import BACKBONE
+
+    path = str(tmp_path / "backbone.keras")
+    build_backbone(BACKBONE, image_shape=(32, 32, 3)).save(path)
+    code = (
+        "import keras, deeplab_family.backbones\n"
+        f"print(type(keras.saving.load_model({path!r})).__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True, text=True,
+    )
+    assert result.stdout.strip().endswith("ResNetBackbone"), result.stderr[-2000:]
 
 
 def test_keras_free_modules_load_without_keras_or_tensorflow():

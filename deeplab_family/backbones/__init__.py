@@ -1,15 +1,13 @@
 """Backbones: dilated ResNet / ResNeXt / SE-ResNeXt, presets, keras.applications import.
 
-The config, the presets and the plan (`stage_plan`, `plan_macs`, `plan_params`,
-`feature_strides`, ...) are pure Python: importing them, or searching over configs, loads no
-Keras. The Keras parts (`build_backbone`, `ResNetBackbone` and its layers, the weight import)
-are imported on first use; importing `deeplab_family.models` (or
-`deeplab_family.backbones.resnet`) registers the backbone's layers for `.keras` loading.
+Importing this package registers the backbone's Keras layers, so a saved backbone loads after
+`import deeplab_family.backbones`. Its pure-Python modules (`config`, `plan`, `presets`: the
+stage plan, its cost and the Layer Rearrangement search) import no Keras themselves
+(`tests/test_import_graph.py` checks it).
 """
 
-import importlib
-
 from deeplab_family.backbones.config import BackboneConfig
+from deeplab_family.backbones.image_normalization import ImageNormalization
 from deeplab_family.backbones.plan import (
     feature_channels,
     feature_strides,
@@ -22,15 +20,12 @@ from deeplab_family.backbones.presets import (
     backbone_preset,
     layer_rearranged_widths,
 )
-
-_LAZY = {
-    "ImageNormalization": "image_normalization",
-    "ResNetBackbone": "resnet",
-    "build_backbone": "resnet",
-    "SqueezeExcitation": "squeeze_excitation",
-    "import_keras_applications_weights": "weights",
-    "keras_applications_resnet": "weights",
-}
+from deeplab_family.backbones.resnet import ResNetBackbone, build_backbone
+from deeplab_family.backbones.squeeze_excitation import SqueezeExcitation
+from deeplab_family.backbones.weights import (
+    import_keras_applications_weights,
+    keras_applications_resnet,
+)
 
 __all__ = [
     "PRESETS",
@@ -49,10 +44,3 @@ __all__ = [
     "plan_params",
     "stage_plan",
 ]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        module = importlib.import_module(f"deeplab_family.backbones.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'deeplab_family.backbones' has no attribute {name!r}")
