@@ -29,7 +29,7 @@ def write_text(path, text):
         os.makedirs(directory, exist_ok=True)
     tmp = temporary_name(path)
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -45,6 +45,13 @@ def positive_int(name, value, minimum=1):
     return value
 
 
+def int_in_range(name, value, low, high):
+    """An int in `low..high`, both included."""
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in {low}..{high}. Received: {name}={value!r}")
+    return value
+
+
 def optional_positive_int(name, value, minimum=1):
     """None, or an int >= `minimum`."""
     if value is not None and (not _is_int(value) or value < minimum):

@@ -140,7 +140,7 @@ class EvalProgress:
     """`evaluate 120/1449 [==>     ] mIoU 0.7312 4.1 img/s ETA 5:24` on stderr.
 
     Redrawn in place on a terminal (at most 5 times a second); in logs, one line every `every`
-    images and at the end (`training.progress.StatusLine`). The running mIoU is over the images
+    images and at the end (`progress.StatusLine`). The running mIoU is over the images
     seen so far.
     """
 

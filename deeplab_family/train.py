@@ -58,6 +58,8 @@ def main(argv=None):
         result = loop.train(config, args.model_dir)
     except loop.TrainingDiverged as e:
         return cli.error(e, cli.EXIT_DIVERGED)
+    except cli.TOOL_ERRORS as e:  # e.g. a head option checked when the model is built
+        return cli.error(e)
     loss = result["loss"]
     print(
         f"done: step {result['step']} ({result['steps_run']} run"

@@ -79,3 +79,15 @@ def test_every_tool_reports_an_error_line_and_its_status(tool, tmp_path, capsys)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith(cli.ERROR_PREFIX)]
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), err
+
+
+def test_train_reports_an_error_found_while_building_as_one_line(tmp_path, capsys):
+    """A head option is checked when the model is built, inside the loop: still one line."""
+    argv = ["--config", TINY_CONFIG, "--model-dir", str(tmp_path),
+            *_sets(*TEST_OVERRIDES, "model.head.aspp_filters=0",
+                   f"train_data.file_pattern={tmp_path}/none-*.tfrecord")]
+    assert train.main(argv) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(cli.ERROR_PREFIX)]
+    assert len(lines) == 1, err

@@ -516,7 +516,7 @@ def test_int8_needs_calibration_data(fx):
 @pytest.mark.parametrize("name", registered_models())
 def test_every_registered_model_converts_to_builtin_tflite(name, tmp_path):
     """ASPP, cascade, FPA/GAU, GCN/BR, SEB/SS/ECRE sub-pixel/DAP: float32, builtins only."""
-    assert name in ef.TINY_HEADS, f"add a tiny config for {name!r} to tests/training/helpers.py"
+    assert name in ef.TINY_HEADS, f"add a tiny config for {name!r} to tests/tiny.py (FLAT_HEADS)"
     model = build_model(ef.tiny_model_config(name).with_output_stride(8))
     size = (48, 56)
     content = export_lib.convert_tflite(model, "float32", size)

@@ -27,8 +27,19 @@ change.
 import hashlib
 import os
 import struct
+import warnings
 
 import google_crc32c
+
+if google_crc32c.implementation != "c":
+    # Without its C extension google-crc32c falls back to pure Python, slower than the
+    # builders' decoding; say so once rather than let a build crawl.
+    warnings.warn(
+        "google-crc32c has no C extension on this platform (implementation="
+        f"{google_crc32c.implementation!r}); TFRecord checksums will be slow",
+        RuntimeWarning,
+        stacklevel=1,
+    )
 
 _MASK_DELTA = 0xA282EAD8  # TFRecord's CRC mask, from tensorflow/core/lib/hash/crc32c.h
 

@@ -48,8 +48,9 @@ from tfrecords_tools.framing import TFRecordFile
 from tfrecords_tools.progress import image_progress
 from tfrecords_tools.sources import LABEL_VALUES, ExampleSource, InvalidExampleError, load_example
 
-# Names this module exported before the split by job, still importable from here. `load_example`
-# is looked up here when a shard is written, so that tests can replace it.
+# The writer's own names, and the ones callers used most from it before the split by job
+# (`TFRecordFile`, `segmentation_example`, ...; the rest moved to framing/example/sources).
+# `load_example` is looked up here when a shard is written, so that tests can replace it.
 __all__ = [
     "DEFAULT_EXAMPLES_PER_SHARD",
     "MANIFEST_VERSION",

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
+from deeplab_family import _validation
 from deeplab_family.backbones.config import (  # noqa: F401  (re-exported)
     CAFFE_BGR_MEAN,
     PREPROCESSING,
@@ -40,7 +40,7 @@ class ImageNormalization(keras.layers.Layer):
     def __init__(self, mode="caffe", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        _validate.one_of("mode", mode, set(MODES))
+        _validation.one_of("mode", mode, set(MODES))
         self.mode = mode
 
     def call(self, inputs):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from deeplab_family import _validation as _validate
+from deeplab_family import _validation
 from deeplab_family.backbones.plan import se_reduced_filters
 
 
@@ -35,7 +35,7 @@ class SqueezeExcitation(keras.layers.Layer):
 
     def __init__(self, reduced_filters, kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
-        _validate.positive_int("reduced_filters", reduced_filters)
+        _validation.positive_int("reduced_filters", reduced_filters)
         self.reduced_filters = reduced_filters
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.reduce = self._conv(reduced_filters, "relu", "reduce")

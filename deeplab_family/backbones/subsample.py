@@ -4,6 +4,8 @@ import math
 
 import keras
 
+from deeplab_family import _validation
+
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
 class Subsample(keras.layers.Layer):
@@ -35,8 +37,7 @@ class Subsample(keras.layers.Layer):
     """
 
     def __init__(self, strides=1, **kwargs):
-        if isinstance(strides, bool) or not isinstance(strides, int) or strides < 1:
-            raise ValueError(f"strides must be an int >= 1. Received: strides={strides!r}")
+        _validation.positive_int("strides", strides)
         super().__init__(**kwargs)
         self.strides = strides
 

@@ -8,6 +8,8 @@ palette index of a pixel is its class.
 
 import numpy as np
 
+from deeplab_family import _validation
+
 
 def voc_colormap(num_colors=256):
     """Returns the VOC colour map as a ``(num_colors, 3)`` uint8 array.
@@ -22,14 +24,7 @@ def voc_colormap(num_colors=256):
     Reference:
         PASCAL VOC 2012 devkit, ``VOCcode/VOClabelcolormap.m``.
     """
-    if (
-        isinstance(num_colors, bool)
-        or not isinstance(num_colors, int)
-        or not 1 <= num_colors <= 256
-    ):
-        raise ValueError(
-            f"num_colors must be an int in 1..256. Received: num_colors={num_colors!r}"
-        )
+    _validation.int_in_range("num_colors", num_colors, 1, 256)
     index = np.arange(num_colors)
     cmap = np.zeros((num_colors, 3), dtype=np.int64)
     for shift in range(8):

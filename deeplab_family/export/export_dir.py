@@ -72,7 +72,7 @@ def _signatures(export_config):
         "serving_default": {"inputs": {"image_bytes": "string [batch]"}},
         "serve_image_tensor": {"inputs": {"images": "uint8 [batch, H, W, 3]"}},
         "outputs": {
-            "semantic_predictions": "uint8 [batch, H, W]; 255 = padding of a "
+            "semantic_predictions": f"uint8 [batch, H, W]; {PAD_CLASS} = padding of a "
                                     "mixed-size batch",
             "image_sizes": "int32 [batch, 2]",
             **({"probabilities": "float32 [batch, H, W, num_classes]"}

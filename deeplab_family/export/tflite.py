@@ -44,7 +44,8 @@ def check_modes(modes, what="TFLite mode"):
     for mode in modes:
         if mode not in TFLITE_MODES:
             raise ValueError(
-                f"unknown {what} {mode!r}: mode must be one of {list(TFLITE_MODES)}"
+                f"unknown {what} {mode!r}: mode must be one of {list(TFLITE_MODES)}. "
+                f"Received: mode={mode!r}"
             )
     return modes
 

@@ -15,7 +15,7 @@ from tests.tiny import FLAT_HEADS as TINY_HEADS
 
 @pytest.mark.parametrize("name", registered_models())
 def test_checkpoint_holds_every_variable_and_restores_at_os8(name, tmp_path):
-    assert name in TINY_HEADS, f"add a tiny config for {name!r} to tests/training/helpers.py"
+    assert name in TINY_HEADS, f"add a tiny config for {name!r} to tests/tiny.py (FLAT_HEADS)"
     config = ModelConfig(name=name, num_classes=3, backbone=dict(TINY_BACKBONE),
                          head=TINY_HEADS[name])
     model = build_model(config)
