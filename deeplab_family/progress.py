@@ -24,7 +24,8 @@ def bar(done, total, width=24):
 
 class StatusLine:
     """One status line: redrawn in place on a terminal (at most every `min_interval` seconds),
-    printed every `every` counts and at the end otherwise (logs, pipes, CI).
+    printed each time the count passes a multiple of `every`, and at the end, otherwise (logs,
+    pipes, CI). Counts may jump (a batch of images at a time): a multiple passed over counts.
 
     `show(count, text, final)` takes `text` as a function, called only when a line is drawn.
     """
@@ -35,15 +36,19 @@ class StatusLine:
         self.min_interval = min_interval
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_draw = float("-inf")  # the first line is always drawn
+        self._previous = None  # the count of the last `show`
 
     def show(self, count, text, final=False):
+        # Counting one at a time, a multiple is passed exactly when `count % every == 0`.
+        previous = count - 1 if self._previous is None else self._previous
+        self._previous = count
         now = time.monotonic()
         if self.interactive:
             if final or now - self._last_draw >= self.min_interval:
                 self.stream.write(f"\r{text()}\033[K{chr(10) if final else ''}")
                 self.stream.flush()
                 self._last_draw = now
-        elif final or count % self.every == 0:
+        elif final or count // self.every != previous // self.every:
             self.stream.write(text() + "\n")
             self.stream.flush()
 

@@ -61,3 +61,14 @@ def test_evaluation_line_without_a_known_total():
     lines = out.getvalue().splitlines()
     assert [line.split(" mIoU")[0] for line in lines] == ["evaluate 2", "evaluate 3"]
     assert all("mIoU 0.2500" in line and "ETA" not in line for line in lines)
+
+
+def test_logs_get_a_line_for_every_multiple_passed_when_counts_jump():
+    """Counting a batch at a time (evaluation at batch 4, a builder's shard): a multiple of
+    `every` that the count jumps over still prints its line."""
+    log = io.StringIO()
+    status = StatusLine(log, every=10)
+    for count in range(4, 25, 4):  # 4, 8, 12, 16, 20, 24
+        status.show(count, lambda count=count: f"at {count}")
+    status.show(26, lambda: "done", final=True)
+    assert log.getvalue().splitlines() == ["at 12", "at 20", "done"]

@@ -43,8 +43,7 @@ class ImageProgress:
         self.name = name
         self.width = width
         self.count = 0
-        self._status = StatusLine(stream or sys.stderr, every=1)
-        self._every = max(1, math.ceil(total / max(1, lines)))
+        self._status = StatusLine(stream or sys.stderr, every=math.ceil(total / max(1, lines)))
         self._start = time.monotonic()
         self._closed = False
 
@@ -62,11 +61,8 @@ class ImageProgress:
 
     def update(self, n=1):
         """Adds ``n`` images done."""
-        before, self.count = self.count, self.count + n
-        if self.count >= self.total:
-            return  # the final line is close()'s
-        # Off a terminal StatusLine prints every call (every=1): print on each tenth crossed.
-        if self._status.interactive or before // self._every != self.count // self._every:
+        self.count += n
+        if self.count < self.total:  # the final line is close()'s
             self._status.show(self.count, self.line)
 
     def close(self):

@@ -32,7 +32,7 @@ def zero_pixel(mode):
     >>> zero_pixel("caffe"), zero_pixel("tf")
     ((123.68, 116.779, 103.939), (127.5, 127.5, 127.5))
     """
-    _validation.one_of("mode", mode, set(PREPROCESSING))
+    _validation.one_of("mode", mode, PREPROCESSING)
     if mode == "caffe":
         return tuple(reversed(CAFFE_BGR_MEAN))
     return (127.5, 127.5, 127.5)

@@ -12,7 +12,6 @@ from deeplab_family.backbones.config import (  # noqa: F401  (re-exported)
 
 # The modes, their constants and `zero_pixel` live in the Keras-free config module, so configs
 # can pad with the right pixel without importing Keras; they are re-exported here.
-MODES = PREPROCESSING
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -40,7 +39,7 @@ class ImageNormalization(keras.layers.Layer):
     def __init__(self, mode="caffe", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        _validation.one_of("mode", mode, set(MODES))
+        _validation.one_of("mode", mode, PREPROCESSING)
         self.mode = mode
 
     def call(self, inputs):

@@ -4,7 +4,6 @@ import keras
 from keras import ops
 
 from deeplab_family import _validation
-from deeplab_family.backbones.plan import se_reduced_filters
 
 
 @keras.saving.register_keras_serializable(package="deeplab_family")
@@ -15,7 +14,7 @@ class SqueezeExcitation(keras.layers.Layer):
     back to the input channels (with bias) and a sigmoid gate that rescales each channel. In a
     ResNet unit it sits on the residual branch after the last BN, before the addition (Hu et
     al., Fig. 3), as in Model Garden's `BottleneckBlock`, whose reduced width,
-    `max(1, int(channels * se_ratio))`, `reduced_filters_for` reproduces.
+    `max(1, int(channels * se_ratio))`, `plan.se_reduced_filters` reproduces.
 
     The two projections are 1x1 `Conv2D`s on a 1x1 map (not `Dense`) so their kernels have
     Model Garden's shapes, `(1, 1, C, C_r)` and `(1, 1, C_r, C)`.
@@ -66,9 +65,6 @@ class SqueezeExcitation(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    # The rule lives in the Keras-free plan, which counts SE's cost too.
-    reduced_filters_for = staticmethod(se_reduced_filters)
 
     def get_config(self):
         return {
