@@ -17,12 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from deeplab_family.backbones import (
     backbone_preset,
     build_backbone,
-    keras_applications_resnet,
     layer_rearranged_widths,
     plan_macs,
     plan_params,
 )
 from deeplab_family.flops import count_macs
+from deeplab_family.weights.keras_applications import keras_applications_resnet
 
 SIZES = ((512, 512), (513, 513))
 OURS = [

@@ -1,4 +1,5 @@
-"""Backbones: dilated ResNet / ResNeXt / SE-ResNeXt, presets, keras.applications import.
+"""Backbones: dilated ResNet / ResNeXt / SE-ResNeXt, presets, and `import_weights` (pretrained
+weights of every format `deeplab_family.weights` reads).
 
 Importing this package registers the backbone's Keras layers, so a saved backbone loads after
 `import deeplab_family.backbones`. Its pure-Python modules (`config`, `plan`, `presets`: the
@@ -22,10 +23,15 @@ from deeplab_family.backbones.presets import (
 )
 from deeplab_family.backbones.resnet import ResNetBackbone, build_backbone
 from deeplab_family.backbones.squeeze_excitation import SqueezeExcitation
-from deeplab_family.backbones.weights import (
-    import_keras_applications_weights,
-    keras_applications_resnet,
-)
+
+
+def import_weights(backbone, path, format="auto"):
+    """Imports pretrained weights into `backbone`: `deeplab_family.weights.import_weights`
+    (keras.applications, Model Garden, slim, torch safetensors, our own `.weights.h5`)."""
+    from deeplab_family.weights import import_weights as _import_weights
+
+    return _import_weights(backbone, path, format)
+
 
 __all__ = [
     "PRESETS",
@@ -37,8 +43,7 @@ __all__ = [
     "build_backbone",
     "feature_channels",
     "feature_strides",
-    "import_keras_applications_weights",
-    "keras_applications_resnet",
+    "import_weights",
     "layer_rearranged_widths",
     "plan_macs",
     "plan_params",

@@ -14,10 +14,31 @@ STANDARD_STAGE_DEPTHS = {
 # Xie et al. 2017 Table 1) alike. Decoders rely on them.
 STANDARD_STAGE_CHANNELS = (256, 512, 1024, 2048)
 STEMS = ("standard", "deep")
-# Input normalisations the backbone's `ImageNormalization` applies (see image_normalization.py).
-PREPROCESSING = ("caffe", "tf")
+# Where a stage's stride sits: on its first unit (He et al.; keras.applications, torchvision,
+# timm, mmseg, Model Garden) or on the last unit of the stage before it (slim's resnet_v1 and
+# research/deeplab's resnet_v1_beta, DeepLabv3 Sec 3.2: "the last convolution contains stride 2").
+STRIDE_UNITS = ("first", "last")
+# Input normalisations the backbone's `ImageNormalization` applies (see image_normalization.py),
+# each the one its weights were trained with:
+# - "caffe": RGB -> BGR minus the BGR mean (keras.applications ResNet, MSRA's Caffe models);
+# - "tf": x / 127.5 - 1 (keras.applications' "tf" mode; Inception-style nets);
+# - "torch": (x - mean) / std in RGB with ImageNet's statistics (torchvision, timm, mmseg and
+#   TensorFlow Model Garden);
+# - "slim": RGB minus slim's ImageNet mean, no scaling (slim's resnet_v1_50/101/152);
+# - "deeplab": RGB minus research/deeplab's mean, no scaling (its resnet_v1_*_beta).
+PREPROCESSING = ("caffe", "tf", "torch", "slim", "deeplab")
 # ImageNet channel means in BGR order, as keras.applications.imagenet_utils ("caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+# torchvision's `transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])`
+# on [0, 1] pixels, here on [0, 255]; the same numbers as mmseg's `img_norm_cfg` and Model
+# Garden's `preprocess_ops.MEAN_RGB` / `STDDEV_RGB` (0.485 * 255, ...).
+TORCH_MEAN_RGB = (123.675, 116.28, 103.53)
+TORCH_STD_RGB = (58.395, 57.12, 57.375)
+# slim's `vgg_preprocessing` (_R_MEAN, _G_MEAN, _B_MEAN), which its resnet_v1 nets trained with.
+SLIM_MEAN_RGB = (123.68, 116.78, 103.94)
+# research/deeplab's `core/feature_extractor.py` `_MEAN_RGB`, subtracted for its resnet_v1
+# variants (`_preprocess_subtract_imagenet_mean`).
+DEEPLAB_MEAN_RGB = (123.15, 115.90, 103.06)
 MAX_CASCADE_BLOCKS = 3  # DeepLabv3 Sec 3.2 goes up to block7 = block4 + 3 replicas.
 _DERIVABLE = ("stage_depths", "stage_widths", "stage_channels", "stride_in_1x1")
 
@@ -27,15 +48,19 @@ def zero_pixel(mode):
     with.
 
     Padding with it makes a padded border look like "no signal" to the first conv, whatever the
-    weights' normalisation: the ImageNet mean in RGB order for "caffe", mid-grey for "tf".
+    weights' normalisation: the mean the mode subtracts, in RGB order, or mid-grey for "tf".
 
-    >>> zero_pixel("caffe"), zero_pixel("tf")
-    ((123.68, 116.779, 103.939), (127.5, 127.5, 127.5))
+    >>> zero_pixel("caffe"), zero_pixel("tf"), zero_pixel("torch")
+    ((123.68, 116.779, 103.939), (127.5, 127.5, 127.5), (123.675, 116.28, 103.53))
     """
     _validation.one_of("mode", mode, PREPROCESSING)
-    if mode == "caffe":
-        return tuple(reversed(CAFFE_BGR_MEAN))
-    return (127.5, 127.5, 127.5)
+    return {
+        "caffe": tuple(reversed(CAFFE_BGR_MEAN)),
+        "tf": (127.5, 127.5, 127.5),
+        "torch": TORCH_MEAN_RGB,
+        "slim": SLIM_MEAN_RGB,
+        "deeplab": DEEPLAB_MEAN_RGB,
+    }[mode]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +96,14 @@ class BackboneConfig:
             3.2.1); one positive int per unit of the last stage. None = all ones.
         cascade_blocks: 0..3 replicas of the last stage appended as block5..block7 (DeepLabv3
             Sec 3.2, Fig. 3).
+        stride_unit: which unit of a stage carries the stride. "first" (default): the first
+            unit of the strided stage, as He et al., keras.applications, torchvision, timm,
+            mmseg and Model Garden. "last": the last unit of the stage before it (its shortcut
+            a `Subsample`), as slim's resnet_v1 and research/deeplab's resnet_v1_beta, whose
+            checkpoints compute a different function otherwise; DeepLabv3 Sec 3.2 describes
+            this layout. With "last" the features res2, res3, res4 are the outputs of the
+            unit before that strided one (research/deeplab's decoder reads
+            "block1/unit_2" the same way), so those stages need 2 units or more.
         stride_in_1x1: where a strided unit puts its stride. True: on its first 1x1 conv, as
             Caffe / MSRA ResNet v1 and keras.applications do (the only ImageNet weights this
             package imports, `weights.py`, were trained with it: a different placement would
@@ -83,8 +116,11 @@ class BackboneConfig:
         norm_momentum: BN moving-average momentum (DeepLabv3 Sec 4.1: decay 0.9997).
         norm_epsilon: BN epsilon.
         synchronized_bn: synchronise BN statistics across replicas.
-        preprocessing: "caffe" (RGB->BGR, minus the ImageNet BGR mean: keras.applications
-            ResNet) or "tf" (x / 127.5 - 1).
+        preprocessing: the input normalisation of the weights, one of `PREPROCESSING`:
+            "caffe" (RGB->BGR, minus the ImageNet BGR mean: keras.applications ResNet), "tf"
+            (x / 127.5 - 1), "torch" (RGB mean/std: torchvision, timm, mmseg, Model Garden),
+            "slim" or "deeplab" (RGB mean subtraction of slim and research/deeplab). The
+            weight importers (`deeplab_family.weights`) refuse a mode that contradicts the file.
 
     Example:
 
@@ -107,6 +143,7 @@ class BackboneConfig:
     multi_grid: tuple[int, ...] | None = None
     cascade_blocks: int = 0
     stride_in_1x1: bool | None = None
+    stride_unit: str = "first"
     norm_momentum: float = defaults.BN_MOMENTUM
     norm_epsilon: float = defaults.BN_EPSILON
     synchronized_bn: bool = False
@@ -168,6 +205,17 @@ class BackboneConfig:
         set_("stage_channels", channels if channels is not None else STANDARD_STAGE_CHANNELS)
 
         _validation.one_of("stem", self.stem, STEMS)
+        _validation.one_of("stride_unit", self.stride_unit, STRIDE_UNITS)
+        if self.stride_unit == "last":
+            # Every stage that hands a stride to the next one taps its feature one unit early.
+            handing = stage_depths[:3] + ((stage_depths[3],) if self.cascade_blocks else ())
+            if min(handing) < 2:
+                raise ValueError(
+                    "stride_unit='last' puts the next stage's stride on a stage's last unit and "
+                    "takes the stage's feature from the unit before it, so res2..res4 (and res5 "
+                    "with cascade_blocks) need 2 units or more. Received: "
+                    f"stage_depths={stage_depths}, cascade_blocks={self.cascade_blocks}"
+                )
         _validation.one_of("preprocessing", self.preprocessing, PREPROCESSING)
         if self.se_ratio is not None and (
             isinstance(self.se_ratio, bool)
@@ -219,14 +267,15 @@ class BackboneConfig:
             set_("stride_in_1x1", self.groups == 1)
         for name in ("stride_in_1x1", "synchronized_bn"):
             _validation.boolean(name, getattr(self, name))
-        if not 0.0 <= self.norm_momentum < 1.0:
+        momentum = self.norm_momentum
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
+            0.0 <= momentum < 1.0
+        ):
             raise ValueError(
-                f"norm_momentum must be in [0, 1). Received: norm_momentum={self.norm_momentum!r}"
+                f"norm_momentum must be in [0, 1). Received: norm_momentum={momentum!r}"
             )
-        if not self.norm_epsilon > 0:
-            raise ValueError(
-                f"norm_epsilon must be > 0. Received: norm_epsilon={self.norm_epsilon!r}"
-            )
+        # A YAML "1e-5" is a string (YAML 1.1 wants "1.0e-5"): the message shows the quotes.
+        _validation.positive_number("norm_epsilon", self.norm_epsilon)
 
     @staticmethod
     def allowed_output_strides(cascade_blocks=0):

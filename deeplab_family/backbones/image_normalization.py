@@ -6,7 +6,11 @@ from keras import ops
 from deeplab_family import _validation
 from deeplab_family.backbones.config import (  # noqa: F401  (re-exported)
     CAFFE_BGR_MEAN,
+    DEEPLAB_MEAN_RGB,
     PREPROCESSING,
+    SLIM_MEAN_RGB,
+    TORCH_MEAN_RGB,
+    TORCH_STD_RGB,
     zero_pixel,
 )
 
@@ -21,13 +25,18 @@ class ImageNormalization(keras.layers.Layer):
     - "caffe": RGB -> BGR, then subtract the ImageNet BGR mean; exactly
       `keras.applications.resnet.preprocess_input` (no scaling).
     - "tf": `x / 127.5 - 1`, i.e. [-1, 1].
+    - "torch": `(x - TORCH_MEAN_RGB) / TORCH_STD_RGB` in RGB: torchvision's
+      `Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])` on [0, 255] pixels,
+      also timm's, mmseg's and Model Garden's.
+    - "slim": `x - SLIM_MEAN_RGB` (slim's vgg_preprocessing means, RGB, no scaling).
+    - "deeplab": `x - DEEPLAB_MEAN_RGB` (research/deeplab's `_MEAN_RGB`, RGB, no scaling).
 
     Being a layer (not a Lambda and not a tf.data step) keeps exported SavedModels and TFLite
     files on raw pixels (ARCHITECTURE.md, "Images into models"). It computes in float32 by
     default even under a mixed policy: the mean subtraction would otherwise round in bfloat16.
 
     Args:
-        mode: str. "caffe" or "tf".
+        mode: str, one of `PREPROCESSING`: "caffe", "tf", "torch", "slim", "deeplab".
 
     Example:
 
@@ -44,10 +53,17 @@ class ImageNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
+
+        def constant(values):
+            return ops.convert_to_tensor(values, dtype=self.compute_dtype)
+
         if self.mode == "caffe":
-            x = ops.flip(x, axis=-1)
-            return x - ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=self.compute_dtype)
-        return x / 127.5 - 1.0
+            return ops.flip(x, axis=-1) - constant(CAFFE_BGR_MEAN)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            return (x - constant(TORCH_MEAN_RGB)) / constant(TORCH_STD_RGB)
+        return x - constant(SLIM_MEAN_RGB if self.mode == "slim" else DEEPLAB_MEAN_RGB)
 
     def compute_output_shape(self, input_shape):
         return input_shape

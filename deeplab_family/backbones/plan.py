@@ -28,6 +28,10 @@ class UnitSpec:
     # Shortcut (research/deeplab's slim `bottleneck`): a strided 1x1 projection conv when the
     # depth changes; otherwise the identity, subsampled when the unit is strided (`Subsample`).
     project: bool  # in_channels != out_channels: the first unit of res2..res5 in standard nets
+    # The unit that carries its stage's stride when there is one (see `stage_plan`); where it
+    # keeps its depth the backbone gives it a `Subsample` shortcut at every stride (the
+    # identity at stride 1), so that its layers do not depend on the output stride.
+    stride_position: bool = False
 
     @property
     def shortcut(self):
@@ -46,6 +50,7 @@ class StageSpec:
     dilation_rate: int  # stage rate, before multi-grid
     feature_stride: int  # input size / output size of this stage
     units: tuple[UnitSpec, ...]
+    output_unit: str = ""  # the unit whose output is the stage's feature (see `stage_plan`)
 
     @property
     def unit_rates(self):
@@ -86,6 +91,12 @@ def stage_plan(config):
     like every other stage here; the paper strides the last conv of a block (slim's layout).
     Strides and rates per stage are the same.
 
+    With `stride_unit="last"` (slim's resnet_v1, research/deeplab's resnet_v1_beta) the stride
+    of each stage moves onto the last unit of the stage before it, with a `Subsample`
+    shortcut, as slim's `resnet_v1_block` lays it out: stage strides, rates and feature strides
+    stay as above, and each stage's feature is taken before its strided last unit
+    (`StageSpec.output_unit`).
+
     Returns:
         A tuple of `StageSpec`, res2..res5 then block5.. in order.
     """
@@ -96,20 +107,35 @@ def stage_plan(config):
     stage_args += [(f"block{5 + i}", depths[3], widths[3], channels[3]) for i in range(n_cascade)]
     multi_grid = config.resolved_multi_grid
 
-    in_channels = 2 * config.stem_width if config.stem == "deep" else config.stem_width
+    # Stage strides and rates first: the same for both stride placements.
     current_stride, rate = STEM_STRIDE, 1
-    stages = []
-    for index, (name, depth, width, out_channels) in enumerate(stage_args):
+    geometry = []  # (stride, rate, feature stride) per stage
+    for index in range(len(stage_args)):
         if index == 0:
             stride = 1  # res2 follows the stem's max pool
         elif current_stride * 2 > config.output_stride:
             stride, rate = 1, rate * 2
         else:
             stride, current_stride = 2, current_stride * 2
+        geometry.append((stride, rate, current_stride))
+
+    last = config.stride_unit == "last"
+    in_channels = 2 * config.stem_width if config.stem == "deep" else config.stem_width
+    stages = []
+    for index, ((name, depth, width, out_channels), (stride, rate, feature_stride)) in enumerate(
+        zip(stage_args, geometry)
+    ):
         grid = multi_grid if index >= 3 else (1,) * depth
+        # "last": this stage's last unit carries the next stage's stride (slim's layout, where a
+        # unit that would pass the output stride runs at this stage's rate; the next stage then
+        # runs at the doubled one, as here).
+        handed = geometry[index + 1][0] if index + 1 < len(geometry) else 1
         units = []
         for j in range(depth):
-            unit_stride = stride if j == 0 else 1
+            if last:
+                unit_stride = handed if j == depth - 1 else 1
+            else:
+                unit_stride = stride if j == 0 else 1
             unit_rate = rate * grid[j]
             if unit_stride > 1 and unit_rate > 1 and not config.stride_in_1x1:
                 raise ValueError(
@@ -119,6 +145,13 @@ def stage_plan(config):
                     f"for groups > 1). Use multi_grid[0] = 1, a smaller output_stride, or "
                     f"stride_in_1x1=True."
                 )
+            # The unit that may stride: the first of a stage ("first") or the last of every
+            # stage but the final one ("last"). Where it keeps its depth its shortcut is a
+            # `Subsample` at every stride, so the layers do not depend on the output stride.
+            if last:
+                stride_position = j == depth - 1 and index + 1 < len(geometry)
+            else:
+                stride_position = j == 0
             units.append(
                 UnitSpec(
                     name=f"{name}_unit{j + 1}",
@@ -128,10 +161,14 @@ def stage_plan(config):
                     stride=unit_stride,
                     dilation_rate=unit_rate,
                     project=in_channels != out_channels,
+                    stride_position=stride_position,
                 )
             )
             in_channels = out_channels
-        stages.append(StageSpec(name, stride, rate, current_stride, tuple(units)))
+        # The stage's feature: its last unit's output, or with "last" (and a next stage) the
+        # output of the unit before the strided one, at this stage's own stride.
+        tap = units[-2].name if last and index + 1 < len(geometry) else units[-1].name
+        stages.append(StageSpec(name, stride, rate, feature_stride, tuple(units), tap))
     return tuple(stages)
 
 
@@ -157,7 +194,7 @@ def feature_strides(config):
 
 
 def feature_channels(config):
-    channels = {s.name: s.units[-1].out_channels for s in stage_plan(config)}
+    channels = {s.name: s.units[-1].out_channels for s in stage_plan(config)}  # taps keep depth
     return {key: channels[stage] for key, stage in feature_layout(config)}
 
 

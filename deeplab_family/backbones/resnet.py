@@ -53,13 +53,14 @@ def _build_features(images, config, dtype):
 
     outputs = {}
     for stage in stage_plan(config):
-        for j, unit in enumerate(stage.units):
-            x = _bottleneck(x, unit, config, conv, dtype, first=j == 0)
-        outputs[stage.name] = x
+        for unit in stage.units:
+            x = _bottleneck(x, unit, config, conv, dtype)
+            if unit.name == stage.output_unit:
+                outputs[stage.name] = x
     return {key: outputs[stage] for key, stage in feature_layout(config)}
 
 
-def _bottleneck(x, unit, config, conv, dtype, first):
+def _bottleneck(x, unit, config, conv, dtype):
     name = unit.name
     stride_1x1 = unit.stride if config.stride_in_1x1 else 1
     stride_3x3 = 1 if config.stride_in_1x1 else unit.stride
@@ -68,7 +69,7 @@ def _bottleneck(x, unit, config, conv, dtype, first):
         shortcut = conv(
             unit.out_channels, 1, strides=unit.stride, activation=None, name=f"{name}_shortcut"
         )(x)
-    elif first:
+    elif unit.stride_position:
         # slim's `subsample` (pixel s*i, as the strided convs); at stride 1 the identity. Present
         # at every stride, so that the layer list does not depend on the output stride.
         shortcut = Subsample(unit.stride, dtype=dtype, name=f"{name}_shortcut")(x)

@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 from deeplab_family import _validation
 from deeplab_family.backbones import BackboneConfig
 from deeplab_family.models.registry import dataclass_from_dict
+from deeplab_family.weights.source import FORMATS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +20,18 @@ class ModelConfig:
         backbone: a `BackboneConfig` (or a dict of its fields).
         head: dict of the model's head options; validated against that model's head dataclass
             when the model is built, so an unknown key names itself.
-        backbone_weights: optional path of keras.applications ImageNet weights (`.h5` or
-            `.weights.h5`) imported into the backbone before training. Never downloaded.
+        backbone_weights: optional path of pretrained backbone weights, imported before a fresh
+            run trains (`deeplab_family.weights`): keras.applications `.h5`, a Model Garden
+            or slim checkpoint, a PyTorch `.safetensors` state dict, or our converted
+            `.weights.h5`. Never downloaded. The backbone section must match the file (the
+            import names each key that does not; `python -m deeplab_family.weights inspect
+            FILE` prints the section that loads it).
+        backbone_weights_format: "auto" (detected from the file) or one of
+            `deeplab_family.weights.FORMATS`.
+        random_init: train a full-size backbone from random weights on purpose. Without it, a
+            fresh run of a full-size backbone (res2..res5 of 256..2048 channels, as every
+            paper's) with neither `backbone_weights` nor `training.init_checkpoint` stops:
+            all three papers start from ImageNet weights.
 
     Example (a small ResNet, so that it runs in a second; the paper's DeepLabv3 backbone is
     `{"depth": 101, "output_stride": 16, "multi_grid": [1, 2, 4]}`):
@@ -43,6 +54,8 @@ class ModelConfig:
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     head: Dict[str, Any] = dataclasses.field(default_factory=dict)
     backbone_weights: Optional[str] = None
+    backbone_weights_format: str = "auto"
+    random_init: bool = False
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):
@@ -51,6 +64,9 @@ class ModelConfig:
                 dataclass_from_dict(BackboneConfig, self.backbone, "model.backbone"),
             )
         _validation.positive_int("num_classes", self.num_classes)
+        _validation.one_of("backbone_weights_format", self.backbone_weights_format,
+                           ("auto",) + FORMATS)
+        _validation.boolean("random_init", self.random_init)
         object.__setattr__(self, "head", dict(self.head or {}))
 
     @classmethod

@@ -305,24 +305,48 @@ def _restore(trainer, model_dir, progress):
         progress.message(f"resumed from {latest} at step {step}")
         return step
     if config.training.init_checkpoint:
-        prefix = checkpoints.restore_model(trainer.model, config.training.init_checkpoint)
-        progress.message(f"initialised the model from {prefix} (training.init_checkpoint)")
+        path = config.training.init_checkpoint
+        from deeplab_family.weights import detect
+
+        if detect.is_model_garden_task(path):
+            from deeplab_family.weights import import_model_weights
+
+            report = import_model_weights(trainer.model, detect.checkpoint_prefix(path))
+            progress.message(f"initialised the model: {report.summary()} "
+                             "(training.init_checkpoint)")
+        else:
+            prefix = checkpoints.restore_model(trainer.model, path)
+            progress.message(f"initialised the model from {prefix} (training.init_checkpoint)")
     elif config.model.backbone_weights:
         path = config.model.backbone_weights
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"model.backbone_weights: {path} does not exist. It is a keras.applications "
-                "ImageNet weights file (e.g. resnet101_weights_tf_dim_ordering_tf_kernels_notop"
-                ".h5), never downloaded by this package; download it once and pass its path."
-            )
-        from deeplab_family.backbones import import_keras_applications_weights
+        from deeplab_family.weights import import_weights
 
-        report = import_keras_applications_weights(trainer.model.get_layer("backbone"), path)
-        progress.message(
-            f"initialised {len(report['imported'])} backbone layers from {path}"
-            + (f"; {len(report['kept'])} kept their initialisation" if report["kept"] else "")
+        report = import_weights(
+            trainer.model.get_layer("backbone"), path, config.model.backbone_weights_format
         )
+        progress.message(f"initialised the backbone: {report.summary()}")
+    else:
+        _check_random_init(config)
     return 0
+
+
+def _check_random_init(config):
+    """A fresh run of a full-size backbone without pretrained weights stops, unless
+    `model.random_init: true` says it is meant: every paper starts from ImageNet weights."""
+    from deeplab_family.backbones.config import STANDARD_STAGE_CHANNELS
+
+    model = config.model
+    if model.random_init or tuple(model.backbone.stage_channels) != STANDARD_STAGE_CHANNELS:
+        return
+    raise ValueError(
+        f"model.backbone is a full-size {model.name} backbone, and the papers train it from "
+        "ImageNet weights, but neither model.backbone_weights nor training.init_checkpoint is "
+        "set. Give the ImageNet file named in the config's comments or in the README's table "
+        "'Weights for each paper config' (downloaded once by you, never by this package; "
+        "`python -m deeplab_family.weights inspect FILE` prints the model.backbone section "
+        "that loads it), or a model dir to start from, or set model.random_init: true to "
+        "train from random weights on purpose."
+    )
 
 
 def _check_same_step(trainer):

@@ -8,12 +8,12 @@ from deeplab_family.backbones import (
     BackboneConfig,
     backbone_preset,
     build_backbone,
-    keras_applications_resnet,
     layer_rearranged_widths,
     plan_macs,
 )
 from deeplab_family.flops import count_flops, count_macs
 from deeplab_family.layers import AtrousConv2D
+from deeplab_family.weights.keras_applications import keras_applications_resnet
 from tests.tiny import tiny_config
 
 

@@ -18,6 +18,7 @@ from deeplab_family.backbones import (
     plan_params,
     stage_plan,
 )
+from deeplab_family.backbones.config import PREPROCESSING, zero_pixel
 from tests.harness import check_gradients, check_keras_round_trip
 from tests.tiny import random_images, tiny_config
 
@@ -313,12 +314,29 @@ def test_image_normalization_modes():
     np.testing.assert_allclose(np.asarray(caffe), want, atol=1e-4)
     tf_mode = ImageNormalization("tf")(x)
     np.testing.assert_allclose(np.asarray(tf_mode), x / 127.5 - 1.0, atol=1e-6)
-    layer = ImageNormalization("tf")
+    # torchvision's Normalize on [0, 1] pixels (its documented constants), on x / 255.
+    torch_mode = ImageNormalization("torch")(x)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(np.asarray(torch_mode), (x / 255.0 - mean) / std, atol=1e-5)
+    # slim's vgg_preprocessing and research/deeplab's feature_extractor subtract an RGB mean.
+    slim = ImageNormalization("slim")(x)
+    np.testing.assert_allclose(np.asarray(slim), x - np.array([123.68, 116.78, 103.94]),
+                               atol=1e-4)
+    deeplab = ImageNormalization("deeplab")(x)
+    np.testing.assert_allclose(np.asarray(deeplab), x - np.array([123.15, 115.90, 103.06]),
+                               atol=1e-4)
+    # Every mode maps its zero pixel (the padding colour) to zero.
+    for mode in PREPROCESSING:
+        zero = ImageNormalization(mode)(np.full((1, 1, 1, 3), zero_pixel(mode), "float32"))
+        np.testing.assert_allclose(np.asarray(zero), 0.0, atol=1e-4, err_msg=mode)
+    layer = ImageNormalization("torch")
     assert ImageNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
     with pytest.raises(
-        ValueError, match=r"mode must be one of \['caffe', 'tf'\]. Received: mode='torch'"
+        ValueError,
+        match=r"mode must be one of \['caffe', 'tf', 'torch', 'slim', 'deeplab'\]. "
+        r"Received: mode='bgr'",
     ):
-        ImageNormalization("torch")
+        ImageNormalization("bgr")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,8 +430,14 @@ def test_plan_params_matches_built_with_se_deep_stem_and_cascade():
         ),
         (dict(se_ratio=16), r"se_ratio must be None or a float in \(0, 1\]"),
         (
-            dict(preprocessing="torch"),
-            r"preprocessing must be one of \['caffe', 'tf'\]. Received: preprocessing='torch'",
+            dict(preprocessing="rgb"),
+            r"preprocessing must be one of \['caffe', 'tf', 'torch', 'slim', 'deeplab'\]. "
+            r"Received: preprocessing='rgb'",
+        ),
+        (dict(stride_unit="middle"), r"stride_unit must be one of \['first', 'last'\]"),
+        (
+            dict(stage_depths=(1, 2, 2, 2), stride_unit="last"),
+            r"res2..res4 \(and res5 with cascade_blocks\) need 2 units or more",
         ),
         (dict(norm_momentum=1.0), r"norm_momentum must be in \[0, 1\)"),
         (dict(stride_in_1x1="yes"), r"stride_in_1x1 must be a bool"),

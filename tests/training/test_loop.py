@@ -239,7 +239,7 @@ def test_batch_must_split_across_replicas(shards):
 def test_fresh_runs_start_from_the_backbone_weights_file(shards, model_dir, tmp_path):
     """`model.backbone_weights`: a keras.applications ResNet-50 file goes through the importer
     into the backbone of a fresh run (and a missing file is a clear error)."""
-    from deeplab_family.backbones import keras_applications_resnet
+    from deeplab_family.weights.keras_applications import keras_applications_resnet
 
     source = keras_applications_resnet(50)
     kernel = source.get_layer("conv1_conv").kernel
@@ -251,7 +251,7 @@ def test_fresh_runs_start_from_the_backbone_weights_file(shards, model_dir, tmp_
     trainer = loop.Trainer(tiny_config(shards, *base, f"model.backbone_weights={path}"), strategy)
     out = io.StringIO()
     assert loop._restore(trainer, model_dir, ProgressBar(1, stream=out)) == 0
-    assert "initialised 53 backbone layers from" in out.getvalue()
+    assert "into 53 layers from" in out.getvalue()
     stem = trainer.model.get_layer("backbone").get_layer("stem_conv1").conv.kernel
     np.testing.assert_array_equal(np.asarray(stem), np.asarray(kernel))
 

@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-from deeplab_family.backbones import (
-    BackboneConfig,
-    build_backbone,
-    import_keras_applications_weights,
+from deeplab_family.backbones import BackboneConfig, build_backbone, import_weights
+from deeplab_family.weights import WeightsError
+from deeplab_family.weights.keras_applications import (
+    KERAS_APPLICATIONS_BN_EPSILON,
     keras_applications_resnet,
+    layer_mapping,
 )
-from deeplab_family.backbones.weights import KERAS_APPLICATIONS_BN_EPSILON, layer_mapping
 from tests.tiny import random_images, tiny_config
 
 KA_ENDPOINTS = {"res2": "conv2_block3_out", "res3": "conv3_block4_out"}
@@ -64,9 +64,9 @@ def _max_rel_diff(a, b):
 @pytest.mark.parametrize("size", [(97, 97), (64, 80)])
 def test_resnet50_equivalence_os32(resnet50_source, size):
     backbone = build_backbone(BackboneConfig(depth=50, output_stride=32))
-    report = import_keras_applications_weights(backbone, resnet50_source)
-    assert report["kept"] == []
-    assert len(report["imported"]) == 1 + 16 * 3 + 4  # stem + 3 convs per unit + projections
+    report = import_weights(backbone, resnet50_source)
+    assert report.kept == []
+    assert len(report.imported) == 1 + 16 * 3 + 4  # stem + 3 convs per unit + projections
 
     images = random_images(*size, batch=2)
     want = _reference(resnet50_source, images)
@@ -81,7 +81,7 @@ def test_resnet50_equivalence_os32(resnet50_source, size):
 
 def test_bias_fold_and_epsilon(resnet50_source):
     backbone = build_backbone(BackboneConfig(depth=50))
-    import_keras_applications_weights(backbone, resnet50_source)
+    import_weights(backbone, resnet50_source)
     conv = resnet50_source.get_layer("conv3_block2_2_conv")
     bn = resnet50_source.get_layer("conv3_block2_2_bn")
     ours = backbone.get_layer("res3_unit2_conv2")
@@ -106,7 +106,7 @@ def test_bias_fold_and_epsilon(resnet50_source):
 def test_import_at_os16_and_os8(resnet50_source, output_stride, multi_grid):
     config = BackboneConfig(depth=50, output_stride=output_stride, multi_grid=multi_grid)
     backbone = build_backbone(config)
-    import_keras_applications_weights(backbone, resnet50_source)
+    import_weights(backbone, resnet50_source)
     out = backbone(random_images(65, 65), training=False)
     sides = {"res2": 17, "res3": 9, "res4": 5 if output_stride == 16 else 9}
     sides["res5"] = 5 if output_stride == 16 else 9
@@ -131,7 +131,7 @@ def test_import_from_published_h5_and_weights_h5(resnet50_source):
     import tf_keras
 
     reference = build_backbone(BackboneConfig(depth=50))
-    import_keras_applications_weights(reference, resnet50_source)
+    import_weights(reference, resnet50_source)
     images = random_images(49, 49)
     want = reference(images, training=False)["res5"]
 
@@ -149,7 +149,7 @@ def test_import_from_published_h5_and_weights_h5(resnet50_source):
         ]:
             save(path)
             backbone = build_backbone(BackboneConfig(depth=50, output_stride=16))
-            import_keras_applications_weights(backbone, path)
+            import_weights(backbone, path)
             for a, b in zip(backbone.weights, reference.weights):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
     atOS32 = build_backbone(BackboneConfig(depth=50))
@@ -164,7 +164,7 @@ def test_resnet101_equivalence():
     keras.utils.set_random_seed(2)
     source = _randomise(keras_applications_resnet(101), seed=2)
     backbone = build_backbone("resnet101")
-    import_keras_applications_weights(backbone, source)
+    import_weights(backbone, source)
     images = random_images(65, 65)
     want = source(keras.applications.resnet.preprocess_input(images.copy()), training=False)
     got = backbone(images, training=False)["res5"]
@@ -175,43 +175,61 @@ def test_resnet101_equivalence():
 
 def test_cascade_blocks_keep_their_init(resnet50_source):
     backbone = build_backbone(BackboneConfig(depth=50, output_stride=16, cascade_blocks=1))
-    report = import_keras_applications_weights(backbone, resnet50_source)
+    report = import_weights(backbone, resnet50_source)
     want = {f"block5_unit{j}_conv{k}" for j in (1, 2, 3) for k in (1, 2, 3)}
     # block5 copies res5 (2048 -> 2048): an identity shortcut, no projection weights to keep.
-    assert set(report["kept"]) == want
-    assert len(report["imported"]) == 53
+    assert set(report.kept) == want
+    assert len(report.imported) == 53
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(stem="deep"), r"stem: source 'standard' \(7x7\), backbone 'deep'"),
-        (dict(stride_in_1x1=False), r"stride_in_1x1: the source strides its first 1x1 conv"),
-        (
-            dict(preprocessing="tf"),
-            r"preprocessing: the source expects 'caffe' inputs, backbone 'tf'",
-        ),
-        (dict(se_ratio=0.0625), r"se_ratio: the source has no SE"),
+        (dict(stem="deep"), r"set model.backbone.stem: standard \(the file has standard, the "
+                            r"config deep\)"),
+        (dict(stride_in_1x1=False), r"stride_in_1x1: True \(the file has True, the config "
+                                    r"False\)"),
+        (dict(preprocessing="tf"), r"preprocessing: caffe \(the weights were trained on "
+                                   r"'caffe' inputs, the config has 'tf'\)"),
+        (dict(se_ratio=0.0625), r"se_ratio: null \(the file's units have no SE\)"),
+        (dict(stride_unit="last"), r"stride_unit: first"),
     ],
 )
 def test_mismatch_errors(resnet50_source, overrides, message):
+    """Each contradiction names the key and the value to set; nothing is assigned."""
     backbone = build_backbone(BackboneConfig(depth=50, stage_depths=(3, 4, 6, 3), **overrides))
-    with pytest.raises(ValueError, match=message):
-        import_keras_applications_weights(backbone, resnet50_source)
+    before = [np.asarray(v).copy() for v in backbone.weights]
+    with pytest.raises(WeightsError, match=message):
+        import_weights(backbone, resnet50_source)
+    for a, b in zip(before, backbone.weights):
+        np.testing.assert_array_equal(a, np.asarray(b), err_msg=b.path)
 
 
-def test_depth_mismatch_errors(resnet50_source):
+def test_depth_mismatch_errors(resnet50_source, tmp_path):
     backbone = build_backbone(tiny_config())
     with pytest.raises(
-        ValueError, match=r"stage_depths: source \(3, 4, 6, 3\), backbone \(1, 1, 2, 3\)"
+        WeightsError, match=r"model.backbone.depth: 50 \(the file has stage depths "
+                            r"\[3, 4, 6, 3\], the config \[1, 1, 2, 3\]\)"
     ):
-        import_keras_applications_weights(backbone, resnet50_source)
-    with pytest.raises(ValueError, match=r"no file can be imported into it"):
-        import_keras_applications_weights(backbone, "/nonexistent/resnet.h5")
+        import_weights(backbone, resnet50_source)
+    with pytest.raises(FileNotFoundError, match=r"/nonexistent/resnet.h5 does not exist"):
+        import_weights(backbone, "/nonexistent/resnet.h5")
     with pytest.raises(ValueError, match=r"not a keras.applications ResNet v1"):
-        import_keras_applications_weights(
+        import_weights(
             backbone, keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         )
+    # A truncated published file: the error names it, and the backbone keeps its weights.
+    path = tmp_path / "resnet50_notop.weights.h5"
+    resnet50_source.save_weights(str(path))
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated_notop.weights.h5"
+    truncated.write_bytes(data[: len(data) // 2])
+    target = build_backbone(BackboneConfig(depth=50))
+    before = [np.asarray(v).copy() for v in target.weights]
+    with pytest.raises(WeightsError, match="truncated_notop.weights.h5"):
+        import_weights(target, str(truncated))
+    for a, b in zip(before, target.weights):
+        np.testing.assert_array_equal(a, np.asarray(b), err_msg=b.path)
 
 
 # ---------------------------------------------------------------------------------------------

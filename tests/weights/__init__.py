@@ -1,0 +1,1 @@
+"""Weight importers: every format against an independent reference."""
