@@ -90,6 +90,8 @@ def test_resnet50_at_224_matches_keras_applications_and_formula():
         (dict(stem="deep", stride_in_1x1=False, output_stride=8, multi_grid=(1, 2, 4)), (65, 47)),
         (dict(groups=2, se_ratio=0.25, output_stride=16, cascade_blocks=2), (64, 64)),
         (dict(cascade_blocks=3, output_stride=256, stride_in_1x1=False), (97, 97)),
+        (dict(stage_depths=(2, 2, 2, 3), stride_unit="last", stride_in_1x1=False,
+              output_stride=16, stem="deep"), (65, 65)),
     ],
 )
 def test_plan_macs_equals_graph_count(overrides, size):

@@ -163,6 +163,42 @@ def test_layers_and_checkpoints_do_not_depend_on_the_output_stride():
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_slim_layout_strides_the_last_unit_and_taps_the_unit_before():
+    """`stride_unit="last"` (slim's resnet_v1, research/deeplab's resnet_v1_beta): the last
+    unit of res2..res4 carries the next stage's stride, with a `Subsample` shortcut at every
+    output stride; res2..res4 are the outputs of the unit before it, at 4, 8, 16."""
+    config = tiny_config(stage_depths=(2, 2, 2, 3), stride_unit="last", stride_in_1x1=False,
+                         multi_grid=(1, 2, 4))
+    plan = {s.name: s for s in stage_plan(config)}
+    strides = {u.name: u.stride for s in plan.values() for u in s.units}
+    assert [strides[f"res{k}_unit{j}"] for k in (2, 3, 4, 5) for j in (1, 2)] == [
+        1, 2, 1, 2, 1, 2, 1, 1]
+    assert [plan[f"res{k}"].output_unit for k in (2, 3, 4, 5)] == [
+        "res2_unit1", "res3_unit1", "res4_unit1", "res5_unit3"]
+    at16 = {u.name: (u.stride, u.dilation_rate) for s in stage_plan(config.replace(
+        output_stride=16)) for u in s.units}
+    # res4's last unit would pass the output stride: stride 1 at res4's rate; res5 at rate 2.
+    assert at16["res4_unit2"] == (1, 1)
+    assert [at16[f"res5_unit{j}"] for j in (1, 2, 3)] == [(1, 2), (1, 4), (1, 8)]
+
+    models = {os_: build_backbone(config.replace(output_stride=os_)) for os_ in (8, 16, 32)}
+    names = [layer.name for layer in models[32].layers]
+    for os_ in (8, 16):
+        assert [layer.name for layer in models[os_].layers] == names
+    for k in (2, 3, 4):
+        shortcut = models[32].get_layer(f"res{k}_unit2_shortcut")
+        assert isinstance(shortcut, Subsample) and shortcut.strides == 2
+    assert models[8].get_layer("res2_unit2_shortcut").strides == 2
+    assert models[8].get_layer("res3_unit2_shortcut").strides == 1
+    model = models[32]
+    assert model.feature_strides == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+    shapes = {k: tuple(v.shape[1:3]) for k, v in model(random_images(65, 65)).items()}
+    assert shapes == {"res2": (17, 17), "res3": (9, 9), "res4": (5, 5), "res5": (3, 3)}
+    probe = keras.Model(model.input, model.get_layer("res2_unit1_out").output)
+    np.testing.assert_array_equal(np.asarray(probe(random_images(65, 65))),
+                                  np.asarray(model(random_images(65, 65))["res2"]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Output stride 4 (DeepLabv3 Appendix C: Cityscapes test set evaluated at output stride 4)
 
