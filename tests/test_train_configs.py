@@ -40,6 +40,42 @@ def test_config_loads_is_named_by_its_geometry_and_cites_its_source(path):
         assert config.training.aux_loss_weights == {}
 
 
+# What each format's ImageNet files were trained with (deeplab_family/weights/*.py): the backbone
+# fields a config that names such a file must set for the import to accept it.
+FORMAT_CONVENTIONS = {
+    ".h5": {"stem": "standard", "stride_in_1x1": True, "stride_unit": "first",
+            "preprocessing": ("caffe",)},  # keras.applications
+    "model.ckpt": {"stem": "deep", "stem_width": 64, "stride_in_1x1": False,
+                   "stride_unit": "last", "preprocessing": ("deeplab",)},  # resnet_v1_beta
+    ".safetensors": {"stride_in_1x1": False, "stride_unit": "first",
+                     "preprocessing": ("torch",)},  # timm
+}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_paper_configs_name_their_weights(path):
+    """A full-size backbone names its ImageNet file, set up as that file's format needs, or
+    (ExFuse's Layer Rearrangement, no public file) starts from training.init_checkpoint, which
+    its header explains; runs from random weights are asked for explicitly."""
+    config = load_config(path)
+    model = config.model
+    if tuple(model.backbone.stage_channels) != (256, 512, 1024, 2048):
+        assert os.path.basename(path).startswith("tiny_") and model.random_init
+        return
+    assert not model.random_init
+    with open(path) as f:
+        text = f.read()
+    if model.backbone_weights is None:
+        assert config.training.init_checkpoint or (
+            model.name == "exfuse" and model.head.get("lr") and "training.init_checkpoint" in text
+        ), path
+        return
+    suffix = next(k for k in FORMAT_CONVENTIONS if model.backbone_weights.endswith(k))
+    for key, want in FORMAT_CONVENTIONS[suffix].items():
+        value = getattr(model.backbone, key)
+        assert value in want if isinstance(want, tuple) else value == want, (key, value)
+
+
 def test_deeplabv3_protocol():
     stage1 = _load("deeplabv3_r101_os16_voc_trainaug.yaml")
     assert stage1.model.backbone.depth == 101 and stage1.model.backbone.multi_grid == (1, 2, 4)
