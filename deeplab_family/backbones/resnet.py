@@ -108,9 +108,9 @@ class ResNetBackbone(keras.Model):
     "<stage>_unit<j>_{shortcut,conv1,conv2,conv3,se,add,out}" with stage in res2..res5,
     block5..block7; each conv is a `ConvNormAct` with sublayers `.conv` and `.norm`.
     "<unit>_shortcut" is a `ConvNormAct` where the unit changes depth (the first unit of each
-    standard stage), a `Subsample` on the first unit of a stage or block that keeps its depth
-    (the cascaded blocks: the identity, subsampled when the block is strided), and absent on
-    the other units (identity).
+    standard stage), a `Subsample` on the unit that carries a stage's stride where it keeps its
+    depth (the first unit of a cascaded block; with `stride_unit="last"` the last unit of
+    res2..res4: the identity, subsampled when strided), and absent on the other units.
 
     Args:
         config: a `BackboneConfig` or its dict.
