@@ -1,6 +1,7 @@
 """The experiment config: YAML -> typed dataclasses, `--set section.key=value` overrides.
 
-One YAML file per experiment (see `train_configs/`), loaded with `yaml.safe_load`:
+One YAML file per experiment (see `train_configs/`), loaded with `yaml.safe_load` (plus floats
+written as `1e-5`, see `YamlLoader`):
 
 ```yaml
 model:        {name: deeplabv3, num_classes: 21, backbone: {...}, head: {...}}
@@ -27,6 +28,7 @@ Example:
 
 import dataclasses
 import os
+import re
 from typing import Dict, Optional, Tuple
 
 import yaml
@@ -268,6 +270,28 @@ def _plain(value):
     return value
 
 
+class YamlLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads `1e-5` and `3e4` as floats.
+
+    YAML 1.1, which PyYAML implements, wants a dot in the mantissa (`1.0e-5`) and reads `1e-5`
+    as a string, which a learning rate or an epsilon would then be.
+
+    >>> yaml.load("[1e-5, 2.5E3, 1e5x, 1.0e-3]", Loader=YamlLoader)
+    [1e-05, 2500.0, '1e5x', 0.001]
+    """
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text_or_stream):
+    return yaml.load(text_or_stream, Loader=YamlLoader)
+
+
 def apply_overrides(values, overrides):
     """Applies `section.key=value` strings (values parsed as YAML) to a nested dict in place."""
     for item in overrides or ():
@@ -280,7 +304,7 @@ def apply_overrides(values, overrides):
             node = node.setdefault(part, {})
             require(isinstance(node, dict),
                     f"--set {key}: {part!r} is not a section. Received: {item!r}")
-        node[path[-1]] = yaml.safe_load(raw)
+        node[path[-1]] = _load_yaml(raw)
     return values
 
 
@@ -288,7 +312,7 @@ def load_config(path, overrides=None):
     """Reads a YAML experiment config, applies `--set` overrides and validates everything."""
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = _load_yaml(f) or {}
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:

@@ -80,3 +80,13 @@ def test_images_are_padded_with_the_pixel_the_backbone_maps_to_zero(mode):
     })
     assert config.train_data.mean_pixel == (1.0, 2.0, 3.0)
     assert config.eval_data.mean_pixel != (1.0, 2.0, 3.0)
+
+
+def test_floats_without_a_dot_are_floats(tmp_path):
+    """PyYAML reads `1e-5` as a string (YAML 1.1 wants `1.0e-5`); configs and `--set` read it
+    as the float every ML config means."""
+    path = tmp_path / "experiment.yaml"
+    path.write_text("model: {backbone: {norm_epsilon: 1e-3}}\ntraining: {learning_rate: 7e-3}\n")
+    config = load_config(str(path), ["training.weight_decay=1E-4"])
+    assert config.model.backbone.norm_epsilon == 1e-3
+    assert config.training.learning_rate == 7e-3 and config.training.weight_decay == 1e-4

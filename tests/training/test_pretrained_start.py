@@ -65,10 +65,10 @@ def test_a_fresh_run_starts_from_a_converted_torch_file(shards, model_dir, tmp_p
     assert weights_main(["convert", source, "--config", TINY_CONFIG, "--output", converted,
                          *overrides]) == 0
 
-    # lr 0: the kernels after one step are the ones the run started from.
+    # lr 1e-12: the kernels after one step are the ones the run started from.
     run = tiny_config(shards, *torch_config, f"model.backbone_weights={converted}",
                       "model.random_init=false", "training.steps=1",
-                      "training.learning_rate=0.0", "training.weight_decay=0.0")
+                      "training.learning_rate=1e-12", "training.weight_decay=0.0")
     out = io.StringIO()
     loop.train(run, model_dir, stream=out)
     assert "initialised the backbone: imported" in out.getvalue(), out.getvalue()
