@@ -308,7 +308,7 @@ def _restore(trainer, model_dir, progress):
         path = config.training.init_checkpoint
         from deeplab_family.weights import detect
 
-        if detect.is_model_garden_task(path):
+        if detect.is_model_garden(path):
             from deeplab_family.weights import import_model_weights
 
             report = import_model_weights(trainer.model, detect.checkpoint_prefix(path))

@@ -103,6 +103,8 @@ def _head_layer(model, key):
     layer = model.get_layer(key[0])
     for part in key[1:]:
         layer = layer[part] if isinstance(part, int) else getattr(layer, part)
+    if layer is None:  # e.g. ASPP's pool_conv without image pooling
+        raise AttributeError("/".join(str(k) for k in key))
     return layer
 
 

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import struct
 
 from deeplab_family.weights.source import FORMATS, WeightsError
@@ -115,9 +116,9 @@ def safetensors_header(path):
         return json.loads(f.read(size))
 
 
-def is_model_garden_task(path):
-    """Whether `path` is a Model Garden segmentation task checkpoint (a whole model: backbone,
-    decoder and head under "model/"), as opposed to one of our own training checkpoints."""
+def is_model_garden(path):
+    """Whether `path` is a Model Garden TF2 checkpoint (a whole task model or a backbone; its
+    BottleneckBlocks hold `_conv1`), as opposed to one of our own training checkpoints."""
     prefix = checkpoint_prefix(path)
     if prefix is None:
         return False
@@ -127,6 +128,5 @@ def is_model_garden_task(path):
         names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     except Exception:
         return False
-    return any(n.startswith("model/decoder/") for n in names) and any(
-        n.startswith("model/backbone/") for n in names
-    )
+    block = re.compile(r"layer_with_weights-\d+/_conv1/kernel/")
+    return "_CHECKPOINTABLE_OBJECT_GRAPH" in names and any(block.search(n) for n in names)

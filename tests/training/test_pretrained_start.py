@@ -88,3 +88,30 @@ def config_overrides(shards):
     from tests.training.helpers import TEST_OVERRIDES, data_overrides
 
     return [*TEST_OVERRIDES, *data_overrides(shards)]
+
+
+def test_init_checkpoint_takes_a_model_garden_task_checkpoint(shards, model_dir, tmp_path):
+    """`training.init_checkpoint` given a Model Garden DeepLabV3 task checkpoint imports the
+    whole model (backbone, ASPP, classifier) into a fresh run."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from deeplab_family.progress import ProgressBar
+    from tests.weights.test_model_garden import _tiny_model_config, _tiny_segmentation_model
+
+    theirs = _tiny_segmentation_model(seed=4)
+    prefix = tf.train.Checkpoint(model=theirs).write(str(tmp_path / "mg" / "ckpt"))
+    config = tiny_config(shards)
+    config = dataclasses.replace(
+        config, model=_tiny_model_config(),  # 3 classes, as their tiny model
+        training=dataclasses.replace(config.training, init_checkpoint=prefix),
+    )
+    trainer = loop.Trainer(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    out = io.StringIO()
+    assert loop._restore(trainer, model_dir, ProgressBar(1, stream=out)) == 0
+    assert "initialised the model: imported" in out.getvalue()
+    assert "(model_garden:" in out.getvalue()
+    kernel = trainer.model.get_layer("logits_conv").kernel
+    np.testing.assert_array_equal(np.asarray(kernel),
+                                  theirs.head._classifier.kernel.numpy())

@@ -2,7 +2,6 @@
 detection of every format, and training's use of the weights: `model.backbone_weights`, and the
 stop for a full-size backbone that would start from random weights."""
 
-import io
 import os
 import subprocess
 import sys
