@@ -37,6 +37,18 @@ def checkpoint_prefix(path):
     return None
 
 
+def open_checkpoint(prefix):
+    """(reader, {name: shape}) of a TensorFlow checkpoint; `WeightsError` naming it when it
+    cannot be read."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        return reader, reader.get_variable_to_shape_map()
+    except Exception as e:
+        raise WeightsError(f"{prefix}: not a readable TensorFlow checkpoint ({e})") from None
+
+
 def _is_safetensors(path):
     try:
         with open(path, "rb") as f:
@@ -85,13 +97,7 @@ def detect_format(path):
         return _h5_kind(path), path
     prefix = checkpoint_prefix(path)
     if prefix is not None:
-        import tensorflow as tf
-
-        try:
-            reader = tf.train.load_checkpoint(prefix)
-            names = reader.get_variable_to_shape_map()
-        except Exception as e:
-            raise WeightsError(f"{path}: not a readable TensorFlow checkpoint ({e})") from None
+        _, names = open_checkpoint(prefix)
         return ("model_garden" if "_CHECKPOINTABLE_OBJECT_GRAPH" in names else "slim"), prefix
     if os.path.isfile(path):
         with open(path, "rb") as f:
@@ -122,11 +128,9 @@ def is_model_garden(path):
     prefix = checkpoint_prefix(path)
     if prefix is None:
         return False
-    import tensorflow as tf
-
     try:
-        names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except Exception:
+        _, names = open_checkpoint(prefix)
+    except WeightsError:
         return False
     block = re.compile(r"layer_with_weights-\d+/_conv1/kernel/")
     return "_CHECKPOINTABLE_OBJECT_GRAPH" in names and any(block.search(n) for n in names)

@@ -44,6 +44,7 @@ depthwise ASPP, or a head with extra convs (`num_convs > 0`) or DeepLabV3+ fusio
 import re
 
 from deeplab_family.backbones.plan import STAGE_NAMES
+from deeplab_family.weights.detect import open_checkpoint
 from deeplab_family.weights.source import (
     Architecture,
     ConvBN,
@@ -296,14 +297,8 @@ def read(prefix):
         WeightsError: not a TF2 object checkpoint, or a layout this reader refuses (see the
             module docstring); the message names the tensor.
     """
-    import tensorflow as tf
-
     prefix = str(prefix)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        shapes = reader.get_variable_to_shape_map()
-    except Exception as e:
-        raise WeightsError(f"{prefix}: not a readable TensorFlow checkpoint ({e})") from None
+    reader, shapes = open_checkpoint(prefix)
     if _OBJECT_GRAPH not in shapes:
         raise WeightsError(
             f"{prefix}: a name-based (TF1) checkpoint, not a TF2 object checkpoint: read it with "

@@ -34,6 +34,7 @@ import re
 
 import numpy as np
 
+from deeplab_family.weights.detect import open_checkpoint
 from deeplab_family.weights.source import (
     Architecture,
     ConvBN,
@@ -138,14 +139,8 @@ def read(prefix):
         # {'depth': 101, 'stem': 'deep', 'stem_width': 64, 'stride_in_1x1': False,
         #  'stride_unit': 'last', 'preprocessing': 'deeplab'}
     """
-    import tensorflow as tf
-
     prefix = str(prefix)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        shapes = reader.get_variable_to_shape_map()
-    except Exception as e:
-        raise WeightsError(f"{prefix}: not a readable TensorFlow checkpoint ({e})") from None
+    reader, shapes = open_checkpoint(prefix)
 
     def get_tensor(name):
         try:
