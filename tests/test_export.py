@@ -537,5 +537,9 @@ def test_every_registered_model_runs_in_a_graph_at_unknown_size(name):
                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     for h, w in ((37, 45), (24, 24)):
         x = np.random.default_rng(h).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
-        np.testing.assert_allclose(fn(x).numpy(), model(x, training=False)["logits"].numpy(),
-                                   atol=1e-4, err_msg=name)
+        want = model(x, training=False)["logits"].numpy()
+        # Untrained, BN at its identity init: logits reach 1e9 (ExFuse), and the traced graph
+        # sums in another order than eager (up to 4e-6 of the largest logit, measured on a
+        # Xeon with AMX, where an absolute 1e-4 failed): tolerance relative to the largest.
+        np.testing.assert_allclose(fn(x).numpy(), want, rtol=0,
+                                   atol=1e-5 * np.abs(want).max(), err_msg=name)
