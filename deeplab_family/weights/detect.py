@@ -109,6 +109,11 @@ def detect_format(path):
                 f"{path} looks like a pickled PyTorch file, which needs torch to read. Convert "
                 f"it once to .safetensors: {TORCH_CONVERSION}"
             )
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        raise WeightsError(
+            f"{path} is a training model dir (checkpoints/): start a run from it with "
+            "training.init_checkpoint, not as backbone weights"
+        )
     raise WeightsError(
         f"{path}: cannot tell its format (not .safetensors, HDF5 or a TensorFlow checkpoint); "
         f"give format= one of {list(FORMATS)}"

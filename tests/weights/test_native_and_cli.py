@@ -120,6 +120,10 @@ def test_bad_files_are_named(saved, tmp_path):
         import_weights(target, str(pickled))
     with pytest.raises(FileNotFoundError, match="nowhere.safetensors does not exist"):
         import_weights(target, str(tmp_path / "nowhere.safetensors"))
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(WeightsError, match=r"run is a training model dir.*"
+                                           r"training.init_checkpoint"):
+        import_weights(target, str(tmp_path / "run"))
     text = tmp_path / "weights.txt"
     text.write_text("hello")
     with pytest.raises(WeightsError, match="weights.txt: cannot tell its format"):
