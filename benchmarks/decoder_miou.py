@@ -16,9 +16,9 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
+
+from _child import run  # benchmarks/_child.py, beside this script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "train_configs", "tiny_deeplabv3_os16_synthetic.yaml")
@@ -34,16 +34,6 @@ HEADS = {
         "training.learning_rate=0.01",
     ],
 }
-
-
-def _run(args, env):
-    start = time.monotonic()
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, check=False)
-    if proc.returncode:
-        sys.stdout.write(proc.stdout[-4000:])
-        raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(args)}")
-    return proc.stdout, time.monotonic() - start
 
 
 def main(argv=None):
@@ -62,10 +52,10 @@ def main(argv=None):
     data = os.path.join(args.work_dir, "data")
     shards = os.path.join(args.work_dir, "tfrecords")
     if not os.path.isdir(shards):
-        _run([py, "-m", "tfrecords_tools.synthetic", "--output-dir", data,
+        run([py, "-m", "tfrecords_tools.synthetic", "--output-dir", data,
               "--num-train", str(args.num_train), "--num-val", str(args.num_val), "--seed", "0"],
              env)
-        _run([py, "-m", "tfrecords_tools.voc", "--voc-root", os.path.join(data, "VOCdevkit",
+        run([py, "-m", "tfrecords_tools.voc", "--voc-root", os.path.join(data, "VOCdevkit",
               "VOC2012"), "--sbd-root", os.path.join(data, "benchmark_RELEASE", "dataset"),
               "--splits", "train_aug,val", "--output-dir", shards], env)
     results = {}
@@ -79,11 +69,11 @@ def main(argv=None):
             "--set", f"eval_data.file_pattern={shards}/val-*.tfrecord",
             *[a for o in args.overrides for a in ("--set", o)],
         ]
-        _, train_s = _run([py, "-m", "deeplab_family.train", "--config", CONFIG, "--model-dir",
+        _, train_s = run([py, "-m", "deeplab_family.train", "--config", CONFIG, "--model-dir",
                            model_dir, "--set", f"training.steps={args.steps}",
                            "--set", f"training.checkpoint_every={args.steps}",
                            "--set", "training.image_summary_every=0", *common], env)
-        out, _ = _run([py, "-m", "deeplab_family.evaluate", "--config", CONFIG, "--model-dir",
+        out, _ = run([py, "-m", "deeplab_family.evaluate", "--config", CONFIG, "--model-dir",
                        model_dir, "--output-stride", "16", "--scales", "1.0",
                        "--set", "evaluation.flip=false", *common], env)
         result = json.loads(out.strip().splitlines()[-1])

@@ -22,27 +22,16 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
+from _child import run  # benchmarks/_child.py, beside this script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 CONFIG = os.path.join(REPO, "train_configs", "tiny_deeplabv3_os16_synthetic.yaml")
 TORCH_CONVENTIONS = ["model.backbone.preprocessing=torch", "model.backbone.stride_in_1x1=false"]
 STAGES = ("res2", "res3", "res4", "res5")
-
-
-def _run(args, env):
-    start = time.monotonic()
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, check=False)
-    if proc.returncode:
-        sys.stdout.write(proc.stdout[-4000:])
-        raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(args)}")
-    return proc.stdout, time.monotonic() - start
 
 
 def _sets(overrides):
@@ -98,9 +87,9 @@ def main(argv=None):
     work = args.work_dir
     data, shards = os.path.join(work, "data"), os.path.join(work, "tfrecords")
     if not os.path.isdir(shards):
-        _run([py, "-m", "tfrecords_tools.synthetic", "--output-dir", data, "--num-train",
+        run([py, "-m", "tfrecords_tools.synthetic", "--output-dir", data, "--num-train",
               str(args.num_train), "--num-val", str(args.num_val), "--seed", "0"], env)
-        _run([py, "-m", "tfrecords_tools.voc", "--voc-root",
+        run([py, "-m", "tfrecords_tools.voc", "--voc-root",
               os.path.join(data, "VOCdevkit", "VOC2012"), "--sbd-root",
               os.path.join(data, "benchmark_RELEASE", "dataset"), "--splits", "train_aug,val",
               "--output-dir", shards], env)
@@ -110,14 +99,14 @@ def main(argv=None):
 
     def train(model_dir, steps, *overrides):
         shutil.rmtree(model_dir, ignore_errors=True)
-        out, seconds = _run([py, "-m", "deeplab_family.train", "--config", CONFIG,
+        out, seconds = run([py, "-m", "deeplab_family.train", "--config", CONFIG,
                              "--model-dir", model_dir,
                              *_sets([*common, f"training.steps={steps}",
                                      f"training.checkpoint_every={steps}", *overrides])], env)
         return out, seconds
 
     def evaluate(model_dir):
-        out, _ = _run([py, "-m", "deeplab_family.evaluate", "--model-dir", model_dir,
+        out, _ = run([py, "-m", "deeplab_family.evaluate", "--model-dir", model_dir,
                        "--output-stride", "16", "--scales", "1.0",
                        "--set", "evaluation.flip=false"], env)
         return json.loads(out.strip().splitlines()[-1])["miou"]
@@ -140,10 +129,10 @@ def main(argv=None):
     trained = model.get_layer("backbone")
     torch_file = os.path.join(work, "tiny_resnet.safetensors")
     save_file(torchvision_state_dict(trained), torch_file)
-    out, _ = _run([py, "-m", "deeplab_family.weights", "inspect", torch_file], env)
+    out, _ = run([py, "-m", "deeplab_family.weights", "inspect", torch_file], env)
     print(out.strip(), flush=True)
     converted = os.path.join(work, "tiny_resnet.weights.h5")
-    _run([py, "-m", "deeplab_family.weights", "convert", torch_file, "--config", CONFIG,
+    run([py, "-m", "deeplab_family.weights", "convert", torch_file, "--config", CONFIG,
           "--output", converted, *_sets(common)], env)
 
     from deeplab_family.backbones import build_backbone, import_weights
