@@ -143,6 +143,8 @@ def main(argv=None):
                 for a, b in zip(trained.weights, check.weights))
     print(f"converted backbone vs trained: max |difference| {worst:.3g} over "
           f"{len(check.weights)} variables", flush=True)
+    if worst != 0.0:
+        raise SystemExit("the converted backbone differs from the trained one")
 
     results = {"source_miou": source_miou, "max_weight_difference": worst}
     runs = {"from_converted_file": [f"model.backbone_weights={converted}"],

@@ -9,6 +9,7 @@ import pytest
 
 from deeplab_family.config import load_config
 from deeplab_family.models.registry import head_config
+from deeplab_family.weights.source import Architecture, check_architecture
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "train_configs")
@@ -40,23 +41,31 @@ def test_config_loads_is_named_by_its_geometry_and_cites_its_source(path):
         assert config.training.aux_loss_weights == {}
 
 
-# What each format's ImageNet files were trained with (deeplab_family/weights/*.py): the backbone
-# fields a config that names such a file must set for the import to accept it.
-FORMAT_CONVENTIONS = {
-    ".h5": {"stem": "standard", "stride_in_1x1": True, "stride_unit": "first",
-            "preprocessing": ("caffe",)},  # keras.applications
-    "model.ckpt": {"stem": "deep", "stem_width": 64, "stride_in_1x1": False,
-                   "stride_unit": "last", "preprocessing": ("deeplab",)},  # resnet_v1_beta
-    ".safetensors": {"stride_in_1x1": False, "stride_unit": "first",
-                     "preprocessing": ("torch",)},  # timm
+# The published files the paper configs name, as each format's reader describes them
+# (deeplab_family/weights/*.py): ResNet-101 everywhere, the widths of ResNet or ResNeXt 32x4d.
+_R101 = dict(stage_depths=(3, 4, 23, 3), stage_channels=(256, 512, 1024, 2048), stem_width=64)
+PUBLISHED = {
+    # keras.applications: Caffe's layout, BGR mean inputs.
+    "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5": Architecture(
+        **_R101, stage_widths=(64, 128, 256, 512), stem="standard", groups=1,
+        stride_in_1x1=True, stride_unit="first", preprocessing=("caffe",)),
+    # research/deeplab resnet_v1_101_beta: slim's layout, the deep stem, its RGB mean.
+    "resnet_v1_101_2018_05_04/model.ckpt": Architecture(
+        **_R101, stage_widths=(64, 128, 256, 512), stem="deep", groups=1,
+        stride_in_1x1=False, stride_unit="last", preprocessing=("deeplab", "slim")),
+    # timm resnext101_32x4d: stride on the grouped 3x3, RGB mean/std.
+    "resnext101_32x4d.gluon_in1k/model.safetensors": Architecture(
+        **_R101, stage_widths=(128, 256, 512, 1024), stem="standard", groups=32,
+        stride_in_1x1=False, stride_unit="first", preprocessing=("torch",)),
 }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_paper_configs_name_their_weights(path):
-    """A full-size backbone names its ImageNet file, set up as that file's format needs, or
-    (ExFuse's Layer Rearrangement, no public file) starts from training.init_checkpoint, which
-    its header explains; runs from random weights are asked for explicitly."""
+    """A full-size backbone names its ImageNet file and is set up so that the importer's own
+    architecture check accepts that file, or (ExFuse's Layer Rearrangement, no public file)
+    starts from training.init_checkpoint, which its header explains; runs from random weights
+    are asked for explicitly."""
     config = load_config(path)
     model = config.model
     if tuple(model.backbone.stage_channels) != (256, 512, 1024, 2048):
@@ -70,10 +79,8 @@ def test_paper_configs_name_their_weights(path):
             model.name == "exfuse" and model.head.get("lr") and "training.init_checkpoint" in text
         ), path
         return
-    suffix = next(k for k in FORMAT_CONVENTIONS if model.backbone_weights.endswith(k))
-    for key, want in FORMAT_CONVENTIONS[suffix].items():
-        value = getattr(model.backbone, key)
-        assert value in want if isinstance(want, tuple) else value == want, (key, value)
+    published = next(k for k in PUBLISHED if model.backbone_weights.endswith(k))
+    check_architecture(model.backbone, PUBLISHED[published], model.backbone_weights)
 
 
 def test_deeplabv3_protocol():

@@ -102,13 +102,14 @@ class BackboneConfig:
             a `Subsample`), as slim's resnet_v1 and research/deeplab's resnet_v1_beta, whose
             checkpoints compute a different function otherwise; DeepLabv3 Sec 3.2 describes
             this layout. With "last" the features res2, res3, res4 are the outputs of the
-            unit before that strided one (research/deeplab's decoder reads
-            "block1/unit_2" the same way), so those stages need 2 units or more.
+            unit before that strided one, at the stage's own stride (research/deeplab's
+            decoder reads that unit too, "block1/unit_2", at its conv3 before the residual
+            add), so those stages need 2 units or more.
         stride_in_1x1: where a strided unit puts its stride. True: on its first 1x1 conv, as
-            Caffe / MSRA ResNet v1 and keras.applications do (the only ImageNet weights this
-            package imports, `weights.py`, were trained with it: a different placement would
-            still load but compute a different function). False: on the 3x3 conv ("v1.5":
-            torchvision, Model Garden, research/deeplab), as ResNeXt does (Xie et al. 2017,
+            Caffe / MSRA ResNet v1 and keras.applications do (a different placement would
+            still load their weights but compute a different function: the importers refuse
+            it). False: on the 3x3 conv ("v1.5": torchvision, timm, mmseg, Model Garden;
+            slim and research/deeplab, with `stride_unit="last"`), as ResNeXt does (Xie et al. 2017,
             and every public ResNeXt checkpoint: torchvision, timm). None (default): follows
             the variant, resolved on construction: False for grouped nets (`groups > 1`,
             ResNeXt), True otherwise. Builds matching Model Garden's DilatedResNet set it to
@@ -274,7 +275,6 @@ class BackboneConfig:
             raise ValueError(
                 f"norm_momentum must be in [0, 1). Received: norm_momentum={momentum!r}"
             )
-        # A YAML "1e-5" is a string (YAML 1.1 wants "1.0e-5"): the message shows the quotes.
         _validation.positive_number("norm_epsilon", self.norm_epsilon)
 
     @staticmethod

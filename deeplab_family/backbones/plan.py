@@ -87,9 +87,9 @@ def stage_plan(config):
     is strided (slim's `subsample`, a 1x1 max pool; here `Subsample`). Model Garden's
     `last_stage_repeats` instead projects the first unit of every repeat (12.6M more weights
     for block7 with ResNet-101). Without dilation each block is strided, so the undilated stride is
-    32 * 2**cascade_blocks (256 for block7, Sec 3.2). We stride the first unit of each block,
-    like every other stage here; the paper strides the last conv of a block (slim's layout).
-    Strides and rates per stage are the same.
+    32 * 2**cascade_blocks (256 for block7, Sec 3.2). By default we stride the first unit of
+    each block, like every other stage here; the paper strides the last conv of a block
+    (slim's layout, `stride_unit="last"` below). Strides and rates per stage are the same.
 
     With `stride_unit="last"` (slim's resnet_v1, research/deeplab's resnet_v1_beta) the stride
     of each stage moves onto the last unit of the stage before it, with a `Subsample`
@@ -142,8 +142,8 @@ def stage_plan(config):
                     f"{name}_unit{j + 1} would put stride {unit_stride} and atrous rate "
                     f"{unit_rate} on the same 3x3 conv (multi_grid={config.multi_grid} at "
                     f"output_stride={config.output_stride}, stride_in_1x1=False, the default "
-                    f"for groups > 1). Use multi_grid[0] = 1, a smaller output_stride, or "
-                    f"stride_in_1x1=True."
+                    f"for groups > 1). Use multi_grid[{j}] = 1 for this unit, a smaller "
+                    f"output_stride, or stride_in_1x1=True."
                 )
             # The unit that may stride: the first of a stage ("first") or the last of every
             # stage but the final one ("last"). Where it keeps its depth its shortcut is a

@@ -96,7 +96,8 @@ class ResNetBackbone(keras.Model):
 
     Built from a `BackboneConfig`: ResNet-50/101/152 v1, ResNeXt, SE, the deep stem, output
     stride 4/8/16/32 (and up to 256 with cascaded blocks), multi-grid and cascaded blocks.
-    The input is float32 RGB in [0, 255]; the first layer normalises it ("caffe" or "tf").
+    The input is float32 RGB in [0, 255]; the first layer normalises it as the weights expect
+    (`config.preprocessing`: "caffe", "tf", "torch", "slim" or "deeplab").
     Outputs are a dict in the order res2, res3, res4, res5 (+ "block4".. with cascade); the
     strides are in `feature_strides`, the channels in `feature_channels`.
 

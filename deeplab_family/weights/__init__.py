@@ -31,6 +31,7 @@ Nothing here downloads anything. Example (a converted file of a tiny backbone):
 """
 
 import importlib
+import os
 
 from deeplab_family.weights.detect import detect_format
 from deeplab_family.weights.source import (
@@ -69,10 +70,17 @@ def read(path, format="auto"):
             raise ValueError(f"a model in memory is read as 'keras_applications', not {format!r}")
         return importlib.import_module(_READERS["keras_applications"]).read(path)
     found, resolved = detect_format(path) if format == "auto" else (format, str(path))
-    if format != "auto" and format in ("model_garden", "slim"):
+    if format in ("model_garden", "slim"):
         from deeplab_family.weights.detect import checkpoint_prefix
 
         resolved = checkpoint_prefix(path) or resolved
+    if format != "auto" and not os.path.exists(resolved) and not os.path.exists(
+        resolved + ".index"
+    ):
+        raise FileNotFoundError(
+            f"{path} does not exist (weights are never downloaded by this package: download "
+            "the file once and give its path)"
+        )
     return importlib.import_module(_READERS[found]).read(resolved)
 
 

@@ -37,6 +37,19 @@ def checkpoint_prefix(path):
     return None
 
 
+_MODEL_GARDEN_BLOCK = re.compile(r"layer_with_weights-\d+/_conv1/kernel/")
+
+
+def _zip_names(path):
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return set()
+
+
 def open_checkpoint(prefix):
     """(reader, {name: shape}) of a TensorFlow checkpoint; `WeightsError` naming it when it
     cannot be read."""
@@ -96,14 +109,33 @@ def detect_format(path):
     if os.path.isfile(path) and path.endswith(".h5"):
         return _h5_kind(path), path
     prefix = checkpoint_prefix(path)
+    if prefix is None and os.path.isfile(path):
+        try:  # a single-file TF1 checkpoint (slim's model zoo: resnet_v1_101.ckpt, no .index)
+            open_checkpoint(path)
+            prefix = path
+        except WeightsError:
+            pass
     if prefix is not None:
         _, names = open_checkpoint(prefix)
-        return ("model_garden" if "_CHECKPOINTABLE_OBJECT_GRAPH" in names else "slim"), prefix
+        if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:
+            return "slim", prefix
+        if any(_MODEL_GARDEN_BLOCK.search(n) for n in names):
+            return "model_garden", prefix
+        raise WeightsError(
+            f"{path}: a TF2 checkpoint without Model Garden ResNet blocks. If it is one of our "
+            "training checkpoints, start a run from its model dir with training.init_checkpoint"
+        )
     if os.path.isfile(path):
         with open(path, "rb") as f:
             magic = f.read(8)
         if magic.startswith(b"\x89HDF\r\n\x1a\n"):
             return _h5_kind(path), path
+        if magic.startswith(b"PK") and _zip_names(path) & {"config.json", "model.weights.h5"}:
+            raise WeightsError(
+                f"{path} is a .keras model archive, not a weights file: load it with "
+                "keras.saving.load_model, or write the backbone with "
+                "deeplab_family.weights.save_backbone"
+            )
         if magic.startswith(b"PK") or magic.startswith(b"\x80"):
             raise WeightsError(
                 f"{path} looks like a pickled PyTorch file, which needs torch to read. Convert "
@@ -137,5 +169,6 @@ def is_model_garden(path):
         _, names = open_checkpoint(prefix)
     except WeightsError:
         return False
-    block = re.compile(r"layer_with_weights-\d+/_conv1/kernel/")
-    return "_CHECKPOINTABLE_OBJECT_GRAPH" in names and any(block.search(n) for n in names)
+    return "_CHECKPOINTABLE_OBJECT_GRAPH" in names and any(
+        _MODEL_GARDEN_BLOCK.search(n) for n in names
+    )

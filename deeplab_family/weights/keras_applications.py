@@ -19,8 +19,8 @@ KERAS_APPLICATIONS_BN_EPSILON = 1.001e-5
 _STAGES = {2: "res2", 3: "res3", 4: "res4", 5: "res5"}
 
 
-def keras_applications_resnet(depth, weights_path=None):
-    """keras.applications ResNet{depth} v1, `include_top=False`, dynamic input size.
+def keras_applications_resnet(depth, weights_path=None, include_top=False):
+    """keras.applications ResNet{depth} v1, dynamic input size (224 x 224 with the top).
 
     Built with `weights=None` (never downloads); `weights_path`, if given, is loaded into it.
     """
@@ -35,7 +35,8 @@ def keras_applications_resnet(depth, weights_path=None):
         raise ValueError(
             f"keras.applications has ResNet v1 depths {sorted(builders)}. Received: depth={depth}"
         )
-    model = builders[depth](weights=None, include_top=False, input_shape=(None, None, 3))
+    shape = (224, 224, 3) if include_top else (None, None, 3)
+    model = builders[depth](weights=None, include_top=include_top, input_shape=shape)
     if weights_path is not None:
         model.load_weights(str(weights_path))
     return model
@@ -76,13 +77,25 @@ def _file_depth(path):
     )
 
 
+def _has_top(path):
+    """Whether the file holds the ImageNet classifier (a full, not a `_notop`, file)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = set()
+        f.visit(names.add)
+    # Keras 2 files name the group "predictions"; Keras 3 `.weights.h5` files "layers/dense".
+    return any(n.startswith(("predictions", "layers/dense")) for n in names)
+
+
 def _load_model(path):
     depth = _file_depth(path)
     candidates = [depth] if depth else sorted(STANDARD_STAGE_DEPTHS)
+    top = _has_top(path)
     errors = []
     for candidate in candidates:
         try:
-            return keras_applications_resnet(candidate, weights_path=path)
+            return keras_applications_resnet(candidate, weights_path=path, include_top=top)
         except Exception as e:  # a file of another depth, or truncated
             errors.append(f"ResNet-{candidate}: {e}")
     raise WeightsError(f"{path}: cannot load it into a keras.applications ResNet: "
@@ -156,5 +169,6 @@ def read(source):
         layers=layers,
         tensor_count=count,
         unused=[],
-        notes=["the ImageNet classifier (fc1000) is not in a notop file; a full file's is unused"],
+        notes=["the ImageNet classifier (predictions, in a full file, not a _notop one) is "
+               "unused"],
     )

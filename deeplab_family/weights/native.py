@@ -21,6 +21,9 @@ def save(backbone, path, source=None):
     import h5py
 
     path = str(path)
+    if backbone.backbone_config.se_ratio is not None:
+        raise ValueError("backbones with SE units cannot be saved in this format yet (no "
+                         "importer reads SE weights)")
     if not path.endswith(".weights.h5"):
         raise ValueError(f"the output must end in .weights.h5. Received: {path}")
     directory, name = os.path.split(os.path.abspath(path))

@@ -2,9 +2,10 @@
 
 A format's reader (`keras_applications.py`, `model_garden.py`, `slim.py`, `torch.py`,
 `native.py`) turns a file into `SourceWeights`: the `Architecture` the file implies, and one
-`ConvBN` (conv kernel, optional bias, the BN after it) per layer of ours. `apply` then checks
-that architecture against the backbone's config, computes every new value and checks its
-shape, and only then assigns: a file that does not fit changes nothing.
+`ConvBN` (conv kernel, optional bias, the BN after it) per layer of ours.
+`backbone_assignments` then checks that architecture against the backbone's config, computes
+every new value and checks its shape, and only then does `assign` write them: a file that
+does not fit changes nothing.
 
 Conv biases and BN epsilons are folded into our bias-free conv + BN, exactly for inference:
 

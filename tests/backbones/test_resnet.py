@@ -343,7 +343,7 @@ def test_image_normalization_modes():
 # Parameter counts of the full-size nets (built, never run)
 
 # count_params() of our builds: every conv bias-free + BN (gamma, beta, moving mean, variance).
-# See test_weights.py for the exact relation to keras.applications' counts.
+# See tests/weights/test_keras_applications.py for the exact relation to keras.applications' counts.
 EXPECTED_PARAMS = {
     "resnet50": 23_561_152,
     "resnet101": 42_605_504,

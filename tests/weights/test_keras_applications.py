@@ -159,6 +159,29 @@ def test_import_from_published_h5_and_weights_h5(resnet50_source):
     )
 
 
+def test_import_from_a_full_file_with_the_classifier(resnet50_source, tmp_path):
+    """A full (include_top) file, Keras 2 or Keras 3: the classifier is unused, the rest
+    imports as from the notop model."""
+    import tf_keras
+
+    reference = build_backbone(BackboneConfig(depth=50))
+    import_weights(reference, resnet50_source)
+    full = keras_applications_resnet(50, include_top=True)
+    for layer in resnet50_source.layers:
+        if layer.weights:
+            full.get_layer(layer.name).set_weights(layer.get_weights())
+    k2 = tf_keras.applications.ResNet50(weights=None, include_top=True)
+    k2.set_weights(full.get_weights())
+    for path, save in [(tmp_path / "resnet50_full.weights.h5", full.save_weights),
+                       (tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                        k2.save_weights)]:
+        save(str(path))
+        backbone = build_backbone(BackboneConfig(depth=50))
+        assert len(import_weights(backbone, str(path)).imported) == 53
+        for a, b in zip(backbone.weights, reference.weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
 @pytest.mark.slow
 def test_resnet101_equivalence():
     keras.utils.set_random_seed(2)

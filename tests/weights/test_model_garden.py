@@ -522,8 +522,11 @@ def test_refused_backbones(tmp_path, kwargs, message):
 def test_not_a_model_garden_resnet(tmp_path):
     prefix = _write_values(tmp_path / "other",
                            {f"backbone/conv/kernel{VALUE}": np.zeros((3, 3, 3, 4), "float32")})
-    with pytest.raises(WeightsError, match=r"no Model Garden ResNet backbone"):
+    with pytest.raises(WeightsError, match=r"a TF2 checkpoint without Model Garden ResNet "
+                                           r"blocks"):
         read_weights(prefix)
+    with pytest.raises(WeightsError, match=r"no Model Garden ResNet backbone"):
+        read_weights(prefix, "model_garden")
     tf1 = tmp_path / "tf1"
     with tf.Graph().as_default():
         tf.compat.v1.Variable(np.zeros(3, "float32"), name="resnet_v1_50/conv1/weights")

@@ -186,3 +186,36 @@ def test_a_full_size_backbone_does_not_start_from_random_weights_silently():
                                           "model.random_init=true"]))
     tiny = os.path.join(ROOT, "train_configs", "tiny_deeplabv3_os16_synthetic.yaml")
     _check_random_init(load_config(tiny, ["model.random_init=false"]))  # not full size
+
+
+def test_detection_of_other_checkpoints_and_archives(saved, tmp_path):
+    """A single-file TF1 checkpoint (slim's model zoo ships `resnet_v1_101.ckpt` without an
+    index) is slim; one of our own training checkpoints, a `.keras` archive and a missing file
+    under an explicit format are each told apart, with what to do instead."""
+    import tensorflow as tf
+
+    from tests.weights.test_slim import slim_arrays
+
+    with tf.Graph().as_default():
+        variables = {n: tf.compat.v1.Variable(v) for n, v in slim_arrays("standard").items()}
+        saver = tf.compat.v1.train.Saver(variables,
+                                         write_version=tf.compat.v1.train.SaverDef.V1)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            v1 = saver.save(session, str(tmp_path / "resnet_v1_50.ckpt"), write_meta_graph=False)
+    assert not os.path.exists(v1 + ".index")
+    assert detect_format(v1) == ("slim", v1)
+    assert inspect(v1)["format"] == "slim"
+
+    config, source, path = saved
+    own = tf.train.Checkpoint(model=source).write(str(tmp_path / "run" / "ckpt-1"))
+    target = build_backbone(config)
+    with pytest.raises(WeightsError, match=r"without Model Garden ResNet blocks.*"
+                                           r"training.init_checkpoint"):
+        import_weights(target, own)
+    archive = str(tmp_path / "backbone.keras")
+    source.save(archive)
+    with pytest.raises(WeightsError, match=r"backbone.keras is a .keras model archive"):
+        import_weights(target, archive)
+    with pytest.raises(FileNotFoundError, match=r"gone.safetensors does not exist"):
+        import_weights(target, str(tmp_path / "gone.safetensors"), format="torch")

@@ -270,8 +270,8 @@ def _compare(prefix, arrays, stem, output_stride, multi_grid=None, preprocessing
     ]
     want = slim_reference(arrays, images, mean, output_stride, multi_grid)
     got = {k: np.asarray(v) for k, v in backbone(images, training=False).items()}
-    # res2..res4: the pre-stride features research/deeplab's decoder taps (block1/unit_2 of
-    # ResNet-50: the unit before the strided one); res5: the last unit.
+    # res2..res4: the outputs of the unit before the strided one (the unit research/deeplab's
+    # decoder reads, block1/unit_2 of ResNet-50, there at its conv3); res5: the last unit.
     n = TINY["stage_depths"]
     taps = {f"res{b + 1}": f"block{b}/unit_{n[b - 1] - 1}/bottleneck_v1" for b in (1, 2, 3)}
     taps["res5"] = f"block4/unit_{n[3]}/bottleneck_v1"
