@@ -88,7 +88,22 @@ def _has_top(path):
     return any(n.startswith(("predictions", "layers/dense")) for n in names)
 
 
+def _is_our_backbone(path):
+    """A Keras `save_weights` file of one of our backbones (its `ConvNormAct` layers), written
+    without the config that `save_backbone` adds."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return "layers" in f and any(n.startswith("conv_norm_act") for n in f["layers"])
+
+
 def _load_model(path):
+    if _is_our_backbone(path):
+        raise WeightsError(
+            f"{path}: the Keras weights of a deeplab_family backbone, without its config: "
+            "write it with deeplab_family.weights.save_backbone (or `python -m "
+            "deeplab_family.weights convert`), or load it with backbone.load_weights"
+        )
     depth = _file_depth(path)
     candidates = [depth] if depth else sorted(STANDARD_STAGE_DEPTHS)
     top = _has_top(path)

@@ -217,5 +217,10 @@ def test_detection_of_other_checkpoints_and_archives(saved, tmp_path):
     source.save(archive)
     with pytest.raises(WeightsError, match=r"backbone.keras is a .keras model archive"):
         import_weights(target, archive)
+    plain = str(tmp_path / "plain.weights.h5")
+    source.save_weights(plain)
+    with pytest.raises(WeightsError, match=r"plain.weights.h5: the Keras weights of a "
+                                           r"deeplab_family backbone, without its config"):
+        import_weights(target, plain)
     with pytest.raises(FileNotFoundError, match=r"gone.safetensors does not exist"):
         import_weights(target, str(tmp_path / "gone.safetensors"), format="torch")
