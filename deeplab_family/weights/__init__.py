@@ -101,10 +101,9 @@ def import_weights(backbone, path, format="auto"):
     weights = read(path, format)
     assignments, imported, kept = backbone_assignments(backbone, weights)
     assign(assignments)
-    unused = list(weights.unused) + [name for v in weights.head.values() for name in v.tensors]
-    weights.unused = unused
-    weights.head = {}
-    return report(weights, imported, kept, backbone.backbone_config.preprocessing)
+    # A whole-model file's head tensors are unused by a backbone.
+    return report(weights, imported, kept, backbone.backbone_config.preprocessing,
+                  with_head=False)
 
 
 def _head_layer(model, key):

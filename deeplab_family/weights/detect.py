@@ -9,7 +9,7 @@ import struct
 from deeplab_family.weights.source import FORMATS, WeightsError
 
 NATIVE_ATTRIBUTE = "deeplab_family_backbone"  # the h5 attribute of our converted files
-TORCH_PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt.pt")
+TORCH_PICKLE_SUFFIXES = (".pth", ".pt", ".bin")
 TORCH_CONVERSION = (
     "python -c \"import torch, safetensors.torch as st; sd = torch.load('FILE.pth', "
     "map_location='cpu'); sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for "
@@ -108,15 +108,16 @@ def detect_format(path):
         return "torch", path
     if os.path.isfile(path) and path.endswith(".h5"):
         return _h5_kind(path), path
-    prefix = checkpoint_prefix(path)
-    if prefix is None and os.path.isfile(path):
+    prefix, names = checkpoint_prefix(path), None
+    if prefix is not None:
+        _, names = open_checkpoint(prefix)
+    elif os.path.isfile(path):
         try:  # a single-file TF1 checkpoint (slim's model zoo: resnet_v1_101.ckpt, no .index)
-            open_checkpoint(path)
+            _, names = open_checkpoint(path)
             prefix = path
         except WeightsError:
             pass
-    if prefix is not None:
-        _, names = open_checkpoint(prefix)
+    if names is not None:
         if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:
             return "slim", prefix
         if any(_MODEL_GARDEN_BLOCK.search(n) for n in names):
@@ -162,13 +163,9 @@ def safetensors_header(path):
 def is_model_garden(path):
     """Whether `path` is a Model Garden TF2 checkpoint (a whole task model or a backbone; its
     BottleneckBlocks hold `_conv1`), as opposed to one of our own training checkpoints."""
-    prefix = checkpoint_prefix(path)
-    if prefix is None:
+    if checkpoint_prefix(path) is None:
         return False
     try:
-        _, names = open_checkpoint(prefix)
+        return detect_format(path)[0] == "model_garden"
     except WeightsError:
         return False
-    return "_CHECKPOINTABLE_OBJECT_GRAPH" in names and any(
-        _MODEL_GARDEN_BLOCK.search(n) for n in names
-    )

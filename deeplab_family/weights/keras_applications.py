@@ -42,16 +42,21 @@ def keras_applications_resnet(depth, weights_path=None, include_top=False):
     return model
 
 
-def _file_depth(path):
-    """The ResNet depth of a keras.applications weights file, from its layer names."""
+def _h5_names(path):
+    """Every group and dataset path of an HDF5 file, read once."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             names = set()
             f.visit(names.add)
+            return names
     except OSError as e:
         raise WeightsError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def _file_depth(path, names):
+    """The ResNet depth of a keras.applications weights file, from its layer names."""
     units = {}
     for stage in range(2, 6):
         n = 0
@@ -77,36 +82,21 @@ def _file_depth(path):
     )
 
 
-def _has_top(path):
-    """Whether the file holds the ImageNet classifier (a full, not a `_notop`, file)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        names = set()
-        f.visit(names.add)
-    # Keras 2 files name the group "predictions"; Keras 3 `.weights.h5` files "layers/dense".
-    return any(n.startswith(("predictions", "layers/dense")) for n in names)
-
-
-def _is_our_backbone(path):
-    """A Keras `save_weights` file of one of our backbones (its `ConvNormAct` layers), written
-    without the config that `save_backbone` adds."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return "layers" in f and any(n.startswith("conv_norm_act") for n in f["layers"])
-
-
 def _load_model(path):
-    if _is_our_backbone(path):
+    names = _h5_names(path)
+    # A Keras `save_weights` file of one of our backbones (its `ConvNormAct` layers), written
+    # without the config that `save_backbone` adds.
+    if any(n.startswith("layers/conv_norm_act") for n in names):
         raise WeightsError(
             f"{path}: the Keras weights of a deeplab_family backbone, without its config: "
             "write it with deeplab_family.weights.save_backbone (or `python -m "
             "deeplab_family.weights convert`), or load it with backbone.load_weights"
         )
-    depth = _file_depth(path)
+    depth = _file_depth(path, names)
     candidates = [depth] if depth else sorted(STANDARD_STAGE_DEPTHS)
-    top = _has_top(path)
+    # A full (not `_notop`) file holds the ImageNet classifier: Keras 2 files name its group
+    # "predictions", Keras 3 `.weights.h5` files "layers/dense".
+    top = any(n.startswith(("predictions", "layers/dense")) for n in names)
     errors = []
     for candidate in candidates:
         try:
@@ -151,7 +141,7 @@ def read(source):
     path = getattr(source, "name", None) if hasattr(source, "layers") else str(source)
     model = source if hasattr(source, "layers") else _load_model(source)
     depths = _source_stage_depths(model)
-    layers, count = {}, 0
+    layers = {}
     for src, dst in layer_mapping(depths):
         conv, bn = model.get_layer(f"{src}_conv"), model.get_layer(f"{src}_bn")
         kernel, bias = conv.get_weights()

@@ -28,6 +28,8 @@ def save(backbone, path, source=None):
         raise ValueError(f"the output must end in .weights.h5. Received: {path}")
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    # Not `_files.temporary_name` (".<name>.tmp-<pid>"): Keras writes only to names that end
+    # in ".weights.h5".
     temporary = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
     try:
         backbone.save_weights(temporary)

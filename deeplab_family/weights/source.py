@@ -201,10 +201,10 @@ def check_architecture(config, architecture, source):
     wanted = architecture.backbone_fields()
     problems = []
 
-    def differs(key, ours, theirs, value=None):
+    def differs(key, ours, theirs):
         if ours != theirs:
-            value = wanted.get(key, theirs) if value is None else value
-            problems.append(f"{key}: {value} (the file has {theirs}, the config {ours})")
+            problems.append(f"{key}: {wanted.get(key, theirs)} (the file has {theirs}, the "
+                            f"config {ours})")
 
     if tuple(config.stage_depths) != tuple(architecture.stage_depths):
         key = "depth" if architecture.depth else "stage_depths"
@@ -216,8 +216,7 @@ def check_architecture(config, architecture, source):
     differs("stem_width", config.stem_width, architecture.stem_width)
     differs("groups", config.groups, architecture.groups)
     if tuple(config.stage_widths) != tuple(architecture.stage_widths):
-        key = "width_per_group" if "width_per_group" in wanted or "stage_widths" not in wanted \
-            else "stage_widths"
+        key = "stage_widths" if "stage_widths" in wanted else "width_per_group"
         value = wanted.get(key, architecture.stage_widths[0] // architecture.groups)
         problems.append(
             f"{key}: {value} (the file has bottleneck widths {list(architecture.stage_widths)}, "
@@ -339,16 +338,18 @@ def assign(assignments):
         variable.assign(value)
 
 
-def report(weights, imported, kept, normalisation):
+def report(weights, imported, kept, normalisation, with_head=True):
+    """The `ImportReport` of an import of `weights`; `with_head=False`: its head tensors (a
+    whole-model file into a backbone) count as unused."""
+    head = [name for values in weights.head.values() for name in values.tensors]
     tensors = sum(len(v.tensors) for v in weights.layers.values())
-    tensors += sum(len(v.tensors) for v in weights.head.values() if v is not None)
     return ImportReport(
         format=weights.format,
         path=str(weights.path),
-        tensors_imported=tensors,
+        tensors_imported=tensors + (len(head) if with_head else 0),
         imported=imported,
         kept=kept,
-        unused=list(weights.unused),
+        unused=list(weights.unused) + ([] if with_head else head),
         normalisation=normalisation,
         architecture=weights.architecture.describe(),
     )
