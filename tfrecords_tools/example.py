@@ -38,9 +38,14 @@ def _field(number, payload):
     return _varint((number << 3) | 2) + _varint(len(payload)) + payload
 
 
+class Int64List(tuple):
+    """A list of ints that stays an int64_list when empty (a plain ``[]`` is a bytes_list, as
+    ``tf.train.Feature(bytes_list=...)``'s default would be)."""
+
+
 def _feature(value):
     values = value if isinstance(value, (list, tuple)) else [value]
-    if all(isinstance(v, (bytes, str)) for v in values):
+    if all(isinstance(v, (bytes, str)) for v in values) and not isinstance(value, Int64List):
         items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
         return _field(1, b"".join(_field(1, v) for v in items))  # Feature.bytes_list
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
@@ -68,17 +73,24 @@ def encode_label_png(label):
     return buf.getvalue()
 
 
-def segmentation_example(image_bytes, image_format, label_png, filename, height, width):
-    """The serialised example, with research/deeplab's keys (see ``deeplab_family.data.schema``)."""
-    return encode_example(
-        {
-            schema.IMAGE_ENCODED: image_bytes,
-            schema.IMAGE_FILENAME: filename,
-            schema.IMAGE_FORMAT: image_format,
-            schema.IMAGE_HEIGHT: int(height),
-            schema.IMAGE_WIDTH: int(width),
-            schema.IMAGE_CHANNELS: 3,
-            schema.LABEL_ENCODED: label_png,
-            schema.LABEL_FORMAT: schema.LABEL_FORMAT_PNG,
-        }
-    )
+def segmentation_example(
+    image_bytes, image_format, label_png, filename, height, width, classes_present=None
+):
+    """The serialised example, with research/deeplab's keys (see ``deeplab_family.data.schema``).
+
+    ``classes_present``: the sorted class ids in the label (255 left out), stored under
+    ``schema.LABEL_CLASSES_PRESENT``; None leaves the key out (research/deeplab's exact layout).
+    """
+    features = {
+        schema.IMAGE_ENCODED: image_bytes,
+        schema.IMAGE_FILENAME: filename,
+        schema.IMAGE_FORMAT: image_format,
+        schema.IMAGE_HEIGHT: int(height),
+        schema.IMAGE_WIDTH: int(width),
+        schema.IMAGE_CHANNELS: 3,
+        schema.LABEL_ENCODED: label_png,
+        schema.LABEL_FORMAT: schema.LABEL_FORMAT_PNG,
+    }
+    if classes_present is not None:
+        features[schema.LABEL_CLASSES_PRESENT] = Int64List(int(c) for c in classes_present)
+    return encode_example(features)

@@ -103,6 +103,87 @@ def read_index_png(path, display):
     return np.asarray(image)
 
 
+def read_color_png(path, display):
+    """Reads an RGB PNG of class colours as ``(H, W)`` int32 packed colours ``R<<16 | G<<8 | B``.
+
+    Palette PNGs are expanded to their colours (a colour-coded mask saved with a palette);
+    grayscale PNGs are refused: they hold indices, not colours.
+    """
+    data = read_file_bytes(path, display)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as e:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError...)
+        raise InvalidExampleError(f"corrupt or truncated label {display}: {e}") from None
+    if image.mode in ("L", "I", "I;16"):
+        raise InvalidExampleError(
+            f"label {display} is a grayscale PNG (mode {image.mode}): it holds class ids, but "
+            "the dataset spec says colour masks (encoding: color); set encoding: index"
+        )
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _rgb(packed):
+    return [int(packed) >> 16 & 255, int(packed) >> 8 & 255, int(packed) & 255]
+
+
+def read_spec_label(spec, path, display):
+    """Reads a mask the way a ``DatasetSpec`` says, as uint8 stored labels (255 = ignore).
+
+    ``index`` masks go through the spec's lookup table (``reduce_zero_label``, ``label_map``,
+    ``ignore_label``); ``color`` masks through its palette. A value or colour the spec does not
+    know is an error naming the file, the value and how many pixels have it. Bind the spec with
+    ``functools.partial(read_spec_label, spec)`` to get an ``ExampleSource.label_reader``.
+    """
+    if spec.encoding == "color":
+        packed = read_color_png(path, display)
+        colours, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+        known = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(spec.palette)}
+        if spec.ignore_color is not None:
+            r, g, b = spec.ignore_color
+            known[(r << 16) | (g << 8) | b] = schema.IGNORE_LABEL
+        values = np.array([known.get(int(c), -1) for c in colours], dtype=np.int16)
+        bad = np.flatnonzero(values < 0)
+        if bad.size:
+            worst = bad[np.argsort(-counts[bad], kind="stable")]
+            listed = ", ".join(f"{_rgb(colours[i])} ({int(counts[i])} pixels)" for i in worst[:3])
+            more = f" and {bad.size - 3} more" if bad.size > 3 else ""
+            raise InvalidExampleError(
+                f"colour {_rgb(colours[worst[0]])} in {display} is not in the palette of "
+                f"dataset {spec.name!r}: {int(counts[worst[0]])} pixels have it (unknown "
+                f"colours: {listed}{more}); add the class to the spec, or set ignore_color"
+            )
+        return values[inverse.reshape(packed.shape)].astype(np.uint8)
+    try:
+        raw = read_index_png(path, display)
+    except InvalidExampleError as e:
+        if "has mode RGB" in str(e) or "has mode RGBA" in str(e):
+            raise InvalidExampleError(
+                f"label {display} is an RGB PNG but dataset {spec.name!r} says index masks: if "
+                "its pixels are class colours, set encoding: color in the spec (with the "
+                "palette of the masks)"
+            ) from None
+        raise
+    table = spec.lookup_table()
+    counts = np.bincount(raw.ravel(), minlength=LABEL_VALUES)
+    bad = np.flatnonzero((counts > 0) & (table < 0))
+    if bad.size:
+        raw_bad = int(bad[0])
+        if spec.label_map is not None:
+            why = f"is not in the label_map of dataset {spec.name!r}"
+        elif spec.reduce_zero_label:
+            why = (f"is outside 1..{spec.num_classes} (reduce_zero_label: 0 is ignore) and is "
+                   f"not {spec.ignore_label}")
+        else:
+            why = f"is outside 0..{spec.num_classes - 1} and is not {spec.ignore_label}"
+        more = f" (other bad values: {', '.join(map(str, bad[1:6]))})" if bad.size > 1 else ""
+        raise InvalidExampleError(
+            f"label value {raw_bad} in {display} {why}: {int(counts[raw_bad])} pixels{more}"
+        )
+    return table[raw].astype(np.uint8)
+
+
 def check_label_values(label, num_classes, display, ignore_label=schema.IGNORE_LABEL):
     """Returns the label as uint8 after checking every value is a class index or ``ignore``."""
     label = np.asarray(label)
@@ -135,7 +216,10 @@ def check_label_values(label, num_classes, display, ignore_label=schema.IGNORE_L
 
 
 def load_example(source, num_classes):
-    """Reads and validates one example. Returns ``(record bytes, class pixel counts)``."""
+    """Reads and validates one example. Returns ``(record bytes, class pixel counts)``.
+
+    The record holds the classes present (``schema.LABEL_CLASSES_PRESENT``).
+    """
     image_bytes = read_file_bytes(source.image_path, source.image_display)
     fmt, height, width = inspect_image(image_bytes, source.image_display)
     label = source.label_reader(source.label_path, source.label_display)
@@ -145,7 +229,8 @@ def load_example(source, num_classes):
             f"image {source.image_display} is {height}x{width} (HxW) but its label "
             f"{source.label_display} is {label.shape[0]}x{label.shape[1]}"
         )
+    present = np.flatnonzero(counts[:num_classes])
     record = segmentation_example(
-        image_bytes, fmt, encode_label_png(label), source.id, height, width
+        image_bytes, fmt, encode_label_png(label), source.id, height, width, present
     )
     return record, counts

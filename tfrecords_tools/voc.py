@@ -18,7 +18,7 @@ Bad input (a missing file, a truncated or corrupt JPEG, an image and label of di
 label value outside 0..20 that is not 255, an id with a path separator or ``..``, duplicate ids,
 an empty split) stops the split with a message naming the file, and leaves no shard behind;
 ``--skip-invalid`` records such examples in the manifest and goes on. A rerun replaces each
-split atomically.
+split atomically. The manifests carry the ``voc`` dataset spec (``deeplab_family/data/specs``).
 """
 
 import argparse
@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 from deeplab_family.data import classes
+from deeplab_family.data.spec import load_spec
 from tfrecords_tools import cli, writer
 from tfrecords_tools.sources import ExampleSource, InvalidExampleError, read_index_png
 from tfrecords_tools.writer import BuildError
@@ -314,7 +315,7 @@ def build(
     return writer.write_splits(
         plans,
         output_dir,
-        num_classes=NUM_CLASSES,
+        spec=load_spec("voc"),
         num_shards=num_shards,
         num_workers=num_workers,
         skip_invalid=skip_invalid,

@@ -15,7 +15,8 @@ One split is written in one call to :func:`write_split`:
   temporary files, which the next run removes.
 - **Verifiable.** ``<split>-manifest.json`` holds the count, the sha256 of the sorted ids (one per
   line, ``\\n``-terminated: ``sha256sum`` of the sorted id list), each shard's sha256 and count,
-  the per-class pixel histogram, the label sources, and every skipped id with its reason.
+  the per-class pixel histogram and image counts, the label sources, the dataset spec
+  (``deeplab_family.data.spec``) and every skipped id with its reason.
 
 Validation happens while the example is loaded (``sources``), and messages name the file and
 the problem: ``"label value 42 in SegmentationClass/2007_000032.png is outside 0..20 and is not
@@ -102,6 +103,7 @@ class _ShardResult:
     count: int
     sha256: str
     histogram: list
+    class_images: list
     skipped: list
     origins: dict
 
@@ -120,6 +122,7 @@ def _write_shard(task, progress=None):
     # `.<final>.tmp-<pid>`: no glob of final names matches it.
     out = TFRecordFile(_files.temporary_name(os.path.join(task.output_dir, final)))
     histogram = np.zeros(LABEL_VALUES, dtype=np.int64)
+    class_images = np.zeros(LABEL_VALUES, dtype=np.int64)
     skipped, origins = [], Counter()
     done = 0
     try:
@@ -133,6 +136,7 @@ def _write_shard(task, progress=None):
             else:
                 out.write(record)
                 histogram += counts
+                class_images += counts > 0
                 origins[source.label_origin] += 1
             done += 1
             if done % 8 == 0:
@@ -143,7 +147,14 @@ def _write_shard(task, progress=None):
         out.abort()
         raise
     return _ShardResult(
-        task.index, out.path, out.count, out.sha256, histogram.tolist(), skipped, dict(origins)
+        task.index,
+        out.path,
+        out.count,
+        out.sha256,
+        histogram.tolist(),
+        class_images.tolist(),
+        skipped,
+        dict(origins),
     )
 
 
@@ -266,7 +277,8 @@ def write_split(
     sources,
     output_dir,
     *,
-    num_classes,
+    num_classes=None,
+    spec=None,
     num_shards=None,
     num_workers=1,
     skip_invalid=False,
@@ -282,7 +294,11 @@ def write_split(
         split: str. The split name (letters, digits and ``_``).
         sources: iterable of ``ExampleSource``; ids must be unique.
         output_dir: str. Created if needed. Other splits in it are left alone.
-        num_classes: int. Valid labels are ``0..num_classes-1`` and ``schema.IGNORE_LABEL``.
+        num_classes: int. Valid labels are ``0..num_classes-1`` and ``schema.IGNORE_LABEL``;
+            None takes the spec's.
+        spec: ``deeplab_family.data.spec.DatasetSpec`` or None. Recorded in the manifest
+            (``"dataset_spec"``), where training, evaluation, TensorBoard, ``predict`` and the
+            export read the class names and colours.
         num_shards: int or None. None: one shard per 500 examples. Never more than the number of
             examples.
         num_workers: int. Processes; 1 writes in this process.
@@ -306,6 +322,17 @@ def write_split(
     if num_shards is not None:
         _validation.positive_int("num_shards", num_shards)
     _validation.positive_int("num_workers", num_workers)
+    if spec is not None:
+        if num_classes is not None and num_classes != spec.num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but dataset spec {spec.name!r} has "
+                f"{spec.num_classes} classes"
+            )
+        num_classes = spec.num_classes
+        extra = {**(extra or {}), "dataset_spec": spec.to_dict()}
+        dataset = dataset or spec.name
+    if num_classes is None:
+        raise ValueError("write_split needs num_classes or a spec")
     sources = sorted(sources, key=lambda s: s.id)
     ids = [s.id for s in sources]
     if len(set(ids)) != len(ids):
@@ -360,15 +387,16 @@ def write_split(
     return manifest
 
 
-def write_splits(plans, output_dir, *, num_classes, num_workers=1, **options):
+def write_splits(plans, output_dir, *, num_classes=None, num_workers=1, **options):
     """Writes several splits, one after the other, with one worker pool (workers start once).
 
     Args:
         plans: dict ``{split: (sources, skipped)}``, written in its order.
         output_dir: str. As in ``write_split``.
-        num_classes: int. As in ``write_split``.
+        num_classes: int or None. As in ``write_split``.
         num_workers: int. As in ``write_split``.
-        **options: the other keyword arguments of ``write_split`` (not ``skipped`` or ``pool``).
+        **options: the other keyword arguments of ``write_split`` (``spec``, ...; not
+            ``skipped`` or ``pool``).
 
     Returns:
         ``{split: manifest}``.
@@ -402,6 +430,7 @@ def _manifest(split, num_classes, num_shards, results, sources, skipped, dataset
     not_loaded = {s["id"] for r in results for s in r.skipped}
     written = [s.id for s in sources if s.id not in not_loaded]
     histogram = np.sum([r.histogram for r in results], axis=0)
+    class_images = np.sum([r.class_images for r in results], axis=0)
     classes = list(range(num_classes)) + [schema.IGNORE_LABEL]
     origins = Counter()
     for r in results:
@@ -424,6 +453,8 @@ def _manifest(split, num_classes, num_shards, results, sources, skipped, dataset
             for r in results
         ],
         "class_pixel_histogram": {str(c): int(histogram[c]) for c in classes},
+        # Images holding each class (255: images with ignored pixels).
+        "class_image_counts": {str(c): int(class_images[c]) for c in classes},
         "label_sources": dict(sorted(origins.items())),
         "skipped": sorted(skipped, key=lambda s: (s["id"], s["reason"])),
     }

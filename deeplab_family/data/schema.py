@@ -13,6 +13,13 @@ written by its scripts and by ours are interchangeable:
   palette to colours.
 - ``image/segmentation/class/format``: ``png``.
 
+One key of ours, which research/deeplab's readers pass over (they parse only their own keys):
+
+- ``image/segmentation/class/present``: int64 list, the sorted class ids that the label holds
+  (255 left out). Written by the builders so that hard-image oversampling
+  (``train_data.oversample``) need not decode labels; read as "absent" in shards of other
+  tools, whose labels are then decoded instead.
+
 This module is deliberately free of TensorFlow so that the TFRecord builders start fast.
 """
 
@@ -24,9 +31,10 @@ IMAGE_WIDTH = "image/width"
 IMAGE_CHANNELS = "image/channels"
 LABEL_ENCODED = "image/segmentation/class/encoded"
 LABEL_FORMAT = "image/segmentation/class/format"
+LABEL_CLASSES_PRESENT = "image/segmentation/class/present"
 
 BYTES_KEYS = (IMAGE_ENCODED, IMAGE_FILENAME, IMAGE_FORMAT, LABEL_ENCODED, LABEL_FORMAT)
-INT64_KEYS = (IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_CHANNELS)
+INT64_KEYS = (IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_CHANNELS, LABEL_CLASSES_PRESENT)
 ALL_KEYS = BYTES_KEYS + INT64_KEYS
 
 LABEL_FORMAT_PNG = "png"

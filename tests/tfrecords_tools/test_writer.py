@@ -78,13 +78,15 @@ def test_writer_still_exports_the_names_other_modules_use():
 
 
 def test_encoded_example_is_byte_identical_to_tensorflow():
-    features = {"b": [b"\x00\xff", b""], "i": [-1, 7, 2**62], "s": "id/é", "e": [], "z": 5}
+    features = {"b": [b"\x00\xff", b""], "i": [-1, 7, 2**62], "s": "id/é", "e": [], "z": 5,
+                "n": example.Int64List()}
     feature = {
         "b": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\x00\xff", b""])),
         "i": tf.train.Feature(int64_list=tf.train.Int64List(value=[-1, 7, 2**62])),
         "s": tf.train.Feature(bytes_list=tf.train.BytesList(value=["id/é".encode()])),
         "e": tf.train.Feature(bytes_list=tf.train.BytesList()),
         "z": tf.train.Feature(int64_list=tf.train.Int64List(value=[5])),
+        "n": tf.train.Feature(int64_list=tf.train.Int64List()),
     }
     reference = tf.train.Example(features=tf.train.Features(feature=feature))
     assert example.encode_example(features) == reference.SerializeToString(deterministic=True)
