@@ -42,7 +42,6 @@ from deeplab_family.models.registry import dataclass_from_dict
 
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
 PRECISIONS = (None, "float32", "mixed_bfloat16", "mixed_float16")
-DATASETS = ("voc", "cityscapes")
 INT8_IO = (None, "uint8", "int8")
 CONFIG_FILENAME = "config.yaml"
 
@@ -162,20 +161,26 @@ class EvaluationConfig:
         scales: input scales whose softmax probabilities are averaged (1.0 alone = single
             scale; the paper uses 0.5..1.75).
         flip: also average the left-right flipped input of every scale.
-        dataset: "voc" or "cityscapes": the class names in the report.
+        dataset: None, a built-in dataset spec name (`voc`, `cityscapes`, `ade20k`,
+            `coco_voc`) or the path of a spec YAML: the dataset for shards whose manifests
+            carry no spec (shards of other tools). The shards' own spec is used when they
+            have one, and the two must agree (`data.spec.experiment_spec`).
     """
 
     output_stride: int = 8
     scales: Tuple[float, ...] = (1.0,)
     flip: bool = False
-    dataset: str = "voc"
+    dataset: Optional[str] = None
 
     def __post_init__(self):
         require(self.output_stride in defaults.OUTPUT_STRIDES,
                 f"output_stride must be {_strides(defaults.OUTPUT_STRIDES)}. "
                 f"Received: output_stride={self.output_stride!r}")
         object.__setattr__(self, "scales", _scales("scales", self.scales))
-        _validation.one_of("dataset", self.dataset, DATASETS)
+        if self.dataset is not None:
+            from deeplab_family.data.spec import load_spec
+
+            load_spec(self.dataset)  # a name or file that does not load is an error now
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,8 +22,8 @@
   line caps glibc's malloc arenas at two (`deeplab_family.malloc`), which keeps the resident
   memory flat from image to image (`benchmarks/eval_memory.py`).
 
-Reports mIoU, per-class IoU (with the VOC or Cityscapes class names: `evaluation.dataset`) and
-pixel accuracy in `<model_dir>/eval_os{N}_scales{...}[_flip].json` and as the final JSON line on
+Reports mIoU, per-class IoU (named by the dataset spec: that of the shards' manifests, else the
+model dir's `dataset_spec.yaml`, else `evaluation.dataset`; `data/spec.py`) and pixel accuracy in `<model_dir>/eval_os{N}_scales{...}[_flip].json` and as the final JSON line on
 stdout. Exit status (`deeplab_family.cli`): 0 done, 1 a config that does not load, no checkpoint
 or one that does not fit, 2 a bad command line or no config for the model dir.
 """
@@ -68,13 +68,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def class_names(dataset, num_classes):
-    """The class names for the report: VOC or Cityscapes when the count matches."""
-    from deeplab_family.data import classes
-
-    table = {"voc": classes.VOC_CLASSES, "cityscapes": classes.CITYSCAPES_CLASSES}[dataset]
-    if len(table) == num_classes:
-        return list(table)
+def class_names(spec, num_classes):
+    """The class names for the report: the spec's, or `class_<i>` without one."""
+    if spec is not None:
+        return list(spec.classes)
     return [f"class_{i}" for i in range(num_classes)]
 
 
@@ -195,6 +192,7 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
 
     from deeplab_family._files import write_json
     from deeplab_family.data.pipeline import make_dataset
+    from deeplab_family.data.spec import check_num_classes, experiment_spec
     from deeplab_family.inference import load_inference_model
     from deeplab_family.training.metrics import StreamingConfusionMatrix
 
@@ -205,6 +203,8 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
     flip = evaluation.flip if flip is None else flip
     if config.eval_data is None or not config.eval_data.file_pattern:
         raise ValueError("eval_data.file_pattern is empty: say which TFRecord shards to score")
+    spec = experiment_spec(config, model_dir, prefer="eval")
+    check_num_classes(config.model.num_classes, spec)
 
     prefix = None
     if model is None:
@@ -234,9 +234,10 @@ def evaluate(config, model_dir, *, output_stride=None, scales=None, flip=None, m
         if max_images and count >= max_images:
             break
     progress.update(count, matrix.miou() if count else float("nan"), final=True)
-    names = class_names(evaluation.dataset, config.model.num_classes)
+    names = class_names(spec, config.model.num_classes)
     scores = matrix.result(names)
     report = {
+        "dataset": spec.name if spec is not None else None,
         "miou": scores["miou"],
         "pixel_accuracy": scores["pixel_accuracy"],
         "per_class_iou": scores["per_class_iou"],

@@ -6,10 +6,16 @@ PATH is a SavedModel directory (`<export-dir>/<version>`, or `<export-dir>` itse
 version) or a `.tflite` file written by `deeplab_family.export`. For each IMAGE (JPEG or PNG)
 it writes to DIR:
 
-- `<stem>_mask.png`: the classes as a palette PNG with the VOC colour map, the format of VOC's
+- `<stem>_mask.png`: the classes as a palette PNG in the dataset's colours, the format of VOC's
   `SegmentationClass` (mode "P": the pixel values are the class indices; PIL's
   `np.array(Image.open(...))` gives them back);
-- `<stem>_overlay.png`: the image with the non-background classes blended in their colours.
+- `<stem>_overlay.png`: the image with the classes blended in their colours (a class named
+  "background" is left unblended), and under it a legend of the classes present with their
+  names and shares of the image (`--no-legend`: the image size, without it).
+
+The names and colours are the dataset spec's (`data/spec.py`) that the export recorded in its
+`export_info.json` (`--spec` names another: a built-in name or a YAML file); VOC's when the
+export has none.
 
 A SavedModel gets the file's bytes, as a TF Serving client sends them (`serving_default`), and
 answers at the image's size. A TFLite model has a fixed input size: the image is padded at the
@@ -32,6 +38,7 @@ from PIL import Image
 
 from deeplab_family import cli
 from deeplab_family.data.palette import VOC_COLORMAP, pil_palette
+from deeplab_family.data.spec import DatasetSpec, load_spec
 from deeplab_family.export.export_dir import versions
 from deeplab_family.inference import JPEG_MAGIC, PNG_MAGIC, fit_to_size, restore_size
 
@@ -123,6 +130,34 @@ class TFLitePredictor:
         return restore_size(mask, fitted_size, image.shape[:2])
 
 
+def export_spec(model_path):
+    """The dataset spec in the `export_info.json` of an exported model, or None.
+
+    Looked for beside the SavedModel (`<version>/export_info.json`) and, for a `.tflite` file,
+    in the version dir above it (`<version>/tflite/<name>.tflite`).
+    """
+    import json
+
+    if model_path.endswith(".tflite"):
+        folder = os.path.dirname(os.path.abspath(model_path))
+        candidates = [folder, os.path.dirname(folder)]
+    else:
+        try:
+            candidates = [resolve_saved_model(model_path)]
+        except FileNotFoundError:
+            return None
+    for folder in candidates:
+        path = os.path.join(folder, "export_info.json")
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    values = json.load(f).get("dataset_spec")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return DatasetSpec.from_dict(values, source=path) if values else None
+    return None
+
+
 def load_predictor(path, num_threads=None):
     """A `TFLitePredictor` for a `.tflite` file, else a `SavedModelPredictor`."""
     if path.endswith(".tflite"):
@@ -130,21 +165,56 @@ def load_predictor(path, num_threads=None):
     return SavedModelPredictor(path)
 
 
-def save_mask_png(mask, path):
-    """Writes classes `(H, W)` as a VOC-style palette PNG (mode "P", indices preserved)."""
+def save_mask_png(mask, path, spec=None):
+    """Writes classes `(H, W)` as a VOC-style palette PNG (mode "P", indices preserved), in the
+    spec's colours (VOC's without one)."""
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
-    image.putpalette(pil_palette())
+    image.putpalette(pil_palette(_colormap(spec)))
     image.save(path)
 
 
-def overlay(image, mask, alpha=0.5):
-    """The image with every non-background pixel blended with its class colour."""
+def _spec(spec):
+    return spec if spec is not None else load_spec("voc")
+
+
+def _colormap(spec):
+    """The spec's colours by class id; VOC's whole 256-entry devkit map without a spec."""
+    return spec.colormap() if spec is not None else VOC_COLORMAP
+
+
+def unblended_classes(spec):
+    """The ids of the classes an overlay leaves as they are: those named "background"."""
+    return [i for i, name in enumerate(_spec(spec).classes) if name.lower() == "background"]
+
+
+def overlay(image, mask, alpha=0.5, spec=None):
+    """The image with every pixel of a class other than "background" blended with its colour."""
     image = np.asarray(image, np.float32)
-    colours = VOC_COLORMAP[np.asarray(mask, np.int64)].astype(np.float32)
+    mask = np.asarray(mask, np.int64)
+    colours = _colormap(spec)[mask].astype(np.float32)
     blended = (1.0 - alpha) * image + alpha * colours
-    out = np.where((np.asarray(mask) != 0)[..., None], blended, image)
+    keep = np.isin(mask, unblended_classes(spec))
+    out = np.where(keep[..., None], image, blended)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def class_shares(mask, num_classes):
+    """`[(class_id, share of the pixels)]` of the classes in the mask, largest first."""
+    counts = np.bincount(np.asarray(mask, np.int64).ravel(), minlength=num_classes)
+    total = max(int(counts.sum()), 1)
+    present = [(int(c), counts[c] / total) for c in np.flatnonzero(counts)]
+    return sorted(present, key=lambda item: (-item[1], item[0]))
+
+
+def overlay_with_legend(image, mask, alpha=0.5, spec=None):
+    """`overlay` with, under it, the legend of the classes present and their shares."""
+    from deeplab_family.legend import legend_strip
+
+    spec = _spec(spec)
+    blended = overlay(image, mask, alpha, spec)
+    strip = legend_strip(spec, class_shares(mask, spec.num_classes), blended.shape[1])
+    return np.concatenate([blended, strip], axis=0)
 
 
 def _output_stem(path, used):
@@ -156,8 +226,12 @@ def _output_stem(path, used):
     return candidate
 
 
-def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None):
+def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None, spec=None,
+                  legend=True):
     """Writes the mask and overlay of every image; returns `(written, failed)`.
+
+    `spec`: the dataset spec of the names and colours (VOC's when None); `legend`: the legend
+    under each overlay.
 
     `written` is a list of `(image, mask_png, overlay_png)`, `failed` of `(image, reason)`.
     A failed image is reported (by name) and skipped.
@@ -175,8 +249,9 @@ def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None):
             stem = _output_stem(path, used)
             mask_path = os.path.join(output_dir, f"{stem}_mask.png")
             overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
-            save_mask_png(mask, mask_path)
-            Image.fromarray(overlay(image, mask, alpha)).save(overlay_path)
+            save_mask_png(mask, mask_path, spec)
+            drawn = (overlay_with_legend if legend else overlay)(image, mask, alpha, spec)
+            Image.fromarray(drawn).save(overlay_path)
         except FileNotFoundError:
             reason = f"{path}: no such file"
         except IsADirectoryError:
@@ -206,6 +281,11 @@ def main(argv=None):
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0.5)")
     parser.add_argument("--num-threads", type=int, default=None, help="TFLite threads")
+    parser.add_argument("--spec", default=None,
+                        help="dataset spec of the names and colours (a built-in name or a YAML "
+                             "file; default: the export's, else VOC's)")
+    parser.add_argument("--no-legend", action="store_true",
+                        help="overlays at the image size, without the legend of classes")
     args = parser.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be in [0, 1]. Received: {args.alpha}")
@@ -213,7 +293,12 @@ def main(argv=None):
         predictor = load_predictor(args.model, num_threads=args.num_threads)
     except (OSError, ValueError) as e:
         return cli.error(f"cannot load --model {args.model}: {e}", cli.EXIT_USAGE)
-    written, failed = predict_files(predictor, args.images, args.output_dir, args.alpha)
+    try:
+        spec = load_spec(args.spec) if args.spec else export_spec(args.model)
+    except ValueError as e:
+        return cli.error(f"cannot use the dataset spec: {e}", cli.EXIT_USAGE)
+    written, failed = predict_files(predictor, args.images, args.output_dir, args.alpha,
+                                    spec=spec, legend=not args.no_legend)
     print(f"predict: {len(written)} of {len(args.images)} images written to {args.output_dir}",
           file=sys.stderr)
     if failed:

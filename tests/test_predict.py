@@ -2,6 +2,7 @@
 fitted around the TFLite size and mapped back (`inference.fit_to_size`, tested in
 test_inference.py), and bad files named and skipped."""
 
+import json
 import os
 import subprocess
 import sys
@@ -57,9 +58,15 @@ def test_predict_writes_voc_palette_masks_and_overlays(fx, images, tmp_path, kin
         np.testing.assert_array_equal(mask, loaded.predict(data, pixels))
         assert set(np.unique(mask)) <= {0, *ef.CLASSES}
         overlay = np.array(Image.open(out / f"{stem}_overlay.png"))
-        assert overlay.shape == pixels.shape and overlay.dtype == np.uint8
+        # The image, then the legend of the classes present under it.
+        h = pixels.shape[0]
+        assert overlay.shape[0] > h and overlay.shape[1:] == pixels.shape[1:]
+        assert overlay.dtype == np.uint8
         background = mask == 0
-        np.testing.assert_array_equal(overlay[background], pixels[background])
+        np.testing.assert_array_equal(overlay[:h][background], pixels[background])
+        legend = overlay[h:]
+        for c in np.unique(mask):
+            assert (legend == VOC_COLORMAP[c]).all(-1).sum() >= 100, c  # a 14x14 swatch
     if kind == "saved_model":
         # An export dir resolves to its highest version (the fixture's only one: no other test
         # writes into it); the mask is the signature's output.
@@ -133,3 +140,29 @@ def test_saved_model_rejection_is_reported_per_file(fx, images, tmp_path, capsys
 def test_unloadable_model_is_an_error(tmp_path, capsys):
     assert predict.main(["--model", str(tmp_path), "x.jpg", "--output-dir", str(tmp_path)]) == 2
     assert "neither a SavedModel directory" in capsys.readouterr().err
+
+
+def test_overlay_colours_and_legend_follow_the_dataset_spec(fx, images, tmp_path):
+    """`--spec` names the colours and names; `--no-legend` keeps the image size. (An export that
+    records its spec: tests/tfrecords_tools/test_custom_dataset.py.)"""
+    # The fixture's shards have no manifest, so its export has no spec: VOC's colours (above).
+    info = json.loads(open(os.path.join(fx["saved_model"], "export_info.json")).read())
+    assert info["dataset_spec"] is None and predict.export_spec(fx["export_dir"]) is None
+    names = [f"thing{i}" for i in range(21)]
+    colours = [[(40 * i) % 256, (90 + 7 * i) % 256, 200 - 5 * i] for i in range(21)]
+    spec_path = tmp_path / "mine.yaml"
+    spec_path.write_text(json.dumps({"name": "mine", "classes": names, "palette": colours}))
+    out = tmp_path / "out"
+    assert predict.main(["--model", fx["export_dir"], images[0], "--output-dir", str(out),
+                         "--spec", str(spec_path), "--no-legend"]) == 0
+    stem = os.path.splitext(os.path.basename(images[0]))[0]
+    mask_image = Image.open(out / f"{stem}_mask.png")
+    np.testing.assert_array_equal(
+        np.array(mask_image.getpalette(), np.uint8).reshape(-1, 3)[:21], colours)
+    mask = np.array(mask_image)
+    _, pixels = predict.read_image(images[0])
+    overlay = np.array(Image.open(out / f"{stem}_overlay.png"))
+    assert overlay.shape == pixels.shape  # no legend
+    # No class is named "background": every pixel is blended with its class colour.
+    want = np.round(0.5 * pixels.astype(np.float32) + 0.5 * np.float32(colours)[mask])
+    np.testing.assert_array_equal(overlay, want.astype(np.uint8))

@@ -5,7 +5,7 @@ with it; `pipeline.make_dataset` turns it into a `tf.data.Dataset`.
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from deeplab_family import _validation
 from deeplab_family.data import schema
@@ -23,6 +23,63 @@ def _size(name, value):
     )
 
 
+def _sources(values):
+    """`sources` as a tuple of `{"file_pattern": str | list, "weight": float}` dicts."""
+    if isinstance(values, (str, Mapping)) or not isinstance(values, Sequence):
+        raise ValueError(
+            "sources must be a list of {file_pattern: ..., weight: ...}. "
+            f"Received: sources={values!r}"
+        )
+    out = []
+    for i, entry in enumerate(values):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"sources[{i}] must be a mapping {{file_pattern, weight}}. "
+                             f"Received: {entry!r}")
+        unknown = sorted(set(entry) - {"file_pattern", "weight"})
+        if unknown:
+            raise ValueError(f"sources[{i}] has unknown key(s) {unknown}; "
+                             "allowed: file_pattern, weight")
+        pattern = entry.get("file_pattern")
+        if isinstance(pattern, Sequence) and not isinstance(pattern, str):
+            pattern = [str(p) for p in pattern]
+        if not pattern or (isinstance(pattern, list) and not all(pattern)):
+            raise ValueError(f"sources[{i}].file_pattern is empty. Received: {entry!r}")
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError(f"sources[{i}].weight must be a number > 0. "
+                             f"Received: weight={weight!r}")
+        out.append({"file_pattern": pattern, "weight": float(weight)})
+    if not out:
+        raise ValueError("sources is empty: give at least one {file_pattern, weight}")
+    return tuple(out)
+
+
+def _oversample(values):
+    """`oversample` as `{"classes": [names or ids], "factor": int}`, or None."""
+    if values is None:
+        return None
+    if not isinstance(values, Mapping):
+        raise ValueError("oversample must be {classes: [...], factor: N}. "
+                         f"Received: oversample={values!r}")
+    unknown = sorted(set(values) - {"classes", "factor"})
+    if unknown:
+        raise ValueError(f"oversample has unknown key(s) {unknown}; allowed: classes, factor")
+    classes = values.get("classes")
+    if isinstance(classes, (str, int)):
+        classes = [classes]
+    if not classes or not all(
+        isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool) and c >= 0)
+        for c in classes
+    ):
+        raise ValueError("oversample.classes must be a non-empty list of class names or ids. "
+                         f"Received: classes={values.get('classes')!r}")
+    factor = values.get("factor", 2)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"oversample.factor must be an int >= 1 (how many times an image with "
+                         f"one of the classes is read). Received: factor={factor!r}")
+    return {"classes": list(classes), "factor": factor}
+
+
 def scale_values(min_scale, max_scale, scale_step):
     """The discrete scale set ``{min, min+step, ..., max}``, or None for continuous (step 0)."""
     if scale_step == 0 or min_scale == max_scale:
@@ -37,7 +94,16 @@ class InputConfig:
 
     Args:
         file_pattern: str or list of str. Glob(s) of TFRecord shards, e.g.
-            ``"data/train_aug-*.tfrecord"``.
+            ``"data/train_aug-*.tfrecord"``: one source.
+        sources: list of ``{file_pattern, weight}`` (training only; instead of
+            ``file_pattern``). Each source is read on its own and examples are drawn from them
+            in proportion to the weights (ExFuse Sec 4.2's stage 1 mixes COCO, SBD and VOC).
+        oversample: ``{classes: [names or ids], factor: N}`` or None (training only). An image
+            holding any of the classes is read ``factor`` times per pass over its source, the
+            hard-image bootstrapping of DeepLabv3 Sec 4.3 and ExFuse Sec 4.2. The classes are
+            looked up in the dataset spec of the shards' manifests; the classes of each image
+            are those recorded at build time (``image/segmentation/class/present``), or read
+            from its label for shards of other tools.
         crop_size: int or (height, width). Training crop (513 in DeepLabv3 Sec 4.1).
         min_scale, max_scale: floats. Range of the random scale (0.5 and 2.0 in the paper).
         scale_step: float. The scale is drawn from ``{min, min+step, ..., max}``; 0 draws it
@@ -60,6 +126,8 @@ class InputConfig:
     """
 
     file_pattern: str | Sequence[str] = ""
+    sources: Sequence[Mapping] = ()
+    oversample: Mapping | None = None
     crop_size: int | Sequence[int] = 513
     min_scale: float = 0.5
     max_scale: float = 2.0
@@ -78,6 +146,17 @@ class InputConfig:
     def __post_init__(self):
         # Frozen, like the rest of the config: normalised values are set through object.
         object.__setattr__(self, "crop_size", _size("crop_size", self.crop_size))
+        if self.sources:
+            if self.file_pattern:
+                raise ValueError(
+                    "give file_pattern (one source) or sources (several), not both (with "
+                    "--set, also set file_pattern=''). Received: "
+                    f"file_pattern={self.file_pattern!r}, sources={self.sources!r}"
+                )
+            object.__setattr__(self, "sources", _sources(self.sources))
+        else:
+            object.__setattr__(self, "sources", ())
+        object.__setattr__(self, "oversample", _oversample(self.oversample))
         if self.eval_crop_size is not None:
             object.__setattr__(self, "eval_crop_size", _size("eval_crop_size", self.eval_crop_size))
         _validation.require(
@@ -113,6 +192,21 @@ class InputConfig:
             raise ValueError(
                 f"ignore_label must be in 0..255. Received: ignore_label={self.ignore_label!r}"
             )
+
+    @property
+    def source_list(self):
+        """``[(file_pattern, weight), ...]``: the sources, or ``file_pattern`` as one of weight 1."""
+        if self.sources:
+            return [(s["file_pattern"], s["weight"]) for s in self.sources]
+        return [(self.file_pattern, 1.0)]
+
+    @property
+    def all_patterns(self):
+        """Every glob the section reads (for manifests and specs)."""
+        patterns = []
+        for pattern, _ in self.source_list:
+            patterns.extend([pattern] if isinstance(pattern, str) else list(pattern))
+        return [p for p in patterns if p]
 
     @property
     def scales(self):

@@ -159,7 +159,6 @@ def make_dataset(config, input_context=None, training=True):
     Returns:
         A ``tf.data.Dataset``.
     """
-    files = list_files(config.file_pattern)
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     batch_size = (
@@ -167,39 +166,18 @@ def make_dataset(config, input_context=None, training=True):
         if input_context
         else config.batch_size
     )
+    if not training and (config.sources or config.oversample):
+        raise ValueError(
+            "sources and oversample are for training; an evaluation section reads one "
+            "file_pattern, each image once"
+        )
     # One base seed drawn here when none is given, so that seeded and unseeded runs share a path.
     base_seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
-    # Training shards by file when there are enough files. Evaluation always shards by record:
-    # pipelines then differ by at most one example, and every example is seen exactly once.
-    shard_by_file = training and len(files) >= num_pipelines
-    if shard_by_file:
-        files = files[pipeline_id::num_pipelines]
     parallel = config.num_parallel_calls
     deterministic = config.deterministic
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training and len(files) > 1 and (shard_by_file or config.seed is not None):
-        # Sharding by record needs every pipeline to see the same order: only a shared seed
-        # gives that, so unseeded record-sharded pipelines keep the sorted file order.
-        file_seed = _mix(base_seed, pipeline_id if shard_by_file else 0, 1)
-        ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
     if training:
-        ds = ds.repeat()
-    if len(files) > 1:
-        ds = ds.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(config.cycle_length, len(files)),
-            block_length=1,
-            num_parallel_calls=parallel,
-            # Record sharding needs one order on every pipeline; evaluation is an ordered pass.
-            deterministic=deterministic if shard_by_file else True,
-        )
-    else:
-        ds = ds.flat_map(tf.data.TFRecordDataset)
-    if not shard_by_file and num_pipelines > 1:
-        ds = ds.shard(num_pipelines, pipeline_id)
-
-    if training:
+        ds = training_records(config, base_seed, pipeline_id, num_pipelines)
         ds = ds.shuffle(config.shuffle_buffer, seed=_mix(base_seed, pipeline_id, 2))
         # Each element's augmentation is a function of (seed, pipeline, index): reproducible
         # under parallel maps, different on every pipeline and every pass.
@@ -216,6 +194,8 @@ def make_dataset(config, input_context=None, training=True):
             deterministic=deterministic,
         )
     else:
+        ds = _records(list_files(config.file_pattern), config, base_seed, pipeline_id,
+                      num_pipelines, training=False)
         ds = ds.map(_eval_map_fn(config), num_parallel_calls=parallel, deterministic=True)
         if config.eval_crop_size is not None or batch_size == 1:
             ds = ds.batch(batch_size)
@@ -231,6 +211,116 @@ def make_dataset(config, input_context=None, training=True):
         # This pipeline sharded itself (above); tf.distribute must not shard it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options)
+
+
+def training_records(config, base_seed, pipeline_id=0, num_pipelines=1):
+    """The endless stream of serialized training examples of one pipeline, before shuffling.
+
+    Each source (``config.source_list``) is read, sharded and repeated on its own, with hard
+    images repeated ``oversample.factor`` times; several sources are then drawn from at random
+    in proportion to their weights (``tf.data.Dataset.sample_from_datasets``, seeded).
+    """
+    hard = hard_class_ids(config)
+    streams, weights = [], []
+    for k, (pattern, weight) in enumerate(config.source_list):
+        # Source k's seeds differ from source 0's, which keeps the one-source seeds of before.
+        seed = base_seed + k * 104_729
+        ds = _records(list_files(pattern), config, seed, pipeline_id, num_pipelines,
+                      training=True)
+        if hard:
+            ds = oversample(ds, hard, config.oversample["factor"])
+        streams.append(ds)
+        weights.append(weight)
+    if len(streams) == 1:
+        return streams[0]
+    total = sum(weights)
+    return tf.data.Dataset.sample_from_datasets(
+        streams, weights=[w / total for w in weights], seed=_mix(base_seed, pipeline_id, 4)
+    )
+
+
+def hard_class_ids(config):
+    """The class ids of ``config.oversample.classes`` (names looked up in the shards' spec)."""
+    if not config.oversample or config.oversample["factor"] == 1:
+        return []
+    from deeplab_family.data.spec import SpecError, spec_for_pattern
+
+    names = config.oversample["classes"]
+    spec = spec_for_pattern(config.all_patterns)
+    if spec is None:
+        if any(isinstance(c, str) for c in names):
+            raise SpecError(
+                f"oversample.classes {names} names classes, but the shards {config.all_patterns} "
+                "have no dataset spec in their manifests: give class ids instead"
+            )
+        return sorted(set(names))
+    return sorted(set(spec.class_ids(names, what="oversample.classes")))
+
+
+def classes_present(serialized):
+    """int64 class ids of one example (255 left out): the ids recorded at build time, or, for
+    shards without them (other tools), those of its decoded label."""
+    features = tf.io.parse_single_example(serialized, {
+        schema.LABEL_CLASSES_PRESENT: tf.io.RaggedFeature(tf.int64),
+        schema.LABEL_ENCODED: tf.io.FixedLenFeature((), tf.string),
+    })
+    recorded = features[schema.LABEL_CLASSES_PRESENT]
+
+    def from_label():
+        values, _ = tf.unique(tf.reshape(augment.decode_label(features[schema.LABEL_ENCODED]),
+                                         [-1]))
+        values = tf.cast(values, tf.int64)
+        return tf.sort(tf.boolean_mask(values, values != schema.IGNORE_LABEL))
+
+    # An empty list is also what an all-ignore label records; decoding it then says the same.
+    return tf.cond(tf.size(recorded) > 0, lambda: recorded, from_label)
+
+
+def oversample(ds, class_ids, factor):
+    """Repeats each serialized example that holds any of ``class_ids`` ``factor`` times in a row
+    (the shuffle that follows spreads the copies)."""
+    hard = tf.constant(sorted(class_ids), tf.int64)
+    factor = tf.constant(factor, tf.int64)
+
+    def repeat(serialized):
+        present = classes_present(serialized)
+        is_hard = tf.reduce_any(tf.equal(present[:, None], hard[None, :]))
+        count = tf.where(is_hard, factor, tf.constant(1, tf.int64))
+        return tf.data.Dataset.from_tensors(serialized).repeat(count)
+
+    return ds.flat_map(repeat)
+
+
+def _records(files, config, base_seed, pipeline_id, num_pipelines, training):
+    """Serialized examples of ``files`` for one pipeline: sharded, and shuffled by file and
+    repeated when training."""
+    # Training shards by file when there are enough files. Evaluation always shards by record:
+    # pipelines then differ by at most one example, and every example is seen exactly once.
+    shard_by_file = training and len(files) >= num_pipelines
+    if shard_by_file:
+        files = files[pipeline_id::num_pipelines]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training and len(files) > 1 and (shard_by_file or config.seed is not None):
+        # Sharding by record needs every pipeline to see the same order: only a shared seed
+        # gives that, so unseeded record-sharded pipelines keep the sorted file order.
+        file_seed = _mix(base_seed, pipeline_id if shard_by_file else 0, 1)
+        ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
+    if training:
+        ds = ds.repeat()
+    if len(files) > 1:
+        ds = ds.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(config.cycle_length, len(files)),
+            block_length=1,
+            num_parallel_calls=config.num_parallel_calls,
+            # Record sharding needs one order on every pipeline; evaluation is an ordered pass.
+            deterministic=config.deterministic if shard_by_file else True,
+        )
+    else:
+        ds = ds.flat_map(tf.data.TFRecordDataset)
+    if not shard_by_file and num_pipelines > 1:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    return ds
 
 
 def _mix(seed, pipeline_id, purpose):

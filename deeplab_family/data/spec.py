@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import yaml
 
+from deeplab_family import _files
 from deeplab_family.data import schema
 
 ENCODINGS = ("index", "color")
@@ -333,23 +334,29 @@ def load_spec(name_or_path):
 
 
 def manifests_for_files(files):
-    """``{manifest path: manifest}`` of the builder manifests that list any of ``files``.
+    """``{manifest path: manifest}`` of the builder manifests that list any of ``files``, in the
+    order of the first file each lists.
 
     Unreadable or foreign JSON files are passed over (shards from another tool have none).
     """
-    found = {}
-    wanted = {os.path.abspath(f) for f in files}
-    for directory in sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
+    files = [os.path.abspath(f) for f in files]
+    owner = {}
+    for directory in dict.fromkeys(os.path.dirname(f) for f in files):
         for path in sorted(glob.glob(os.path.join(glob.escape(directory),
                                                   schema.manifest_name("*")))):
             try:
                 with open(path) as f:
                     manifest = json.load(f)
-                shards = {os.path.join(directory, s["file"]) for s in manifest["shards"]}
+                shards = [os.path.join(directory, s["file"]) for s in manifest["shards"]]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if shards & wanted:
-                found[path] = manifest
+            for shard in shards:
+                owner.setdefault(shard, (path, manifest))
+    found = {}
+    for f in files:
+        if f in owner:
+            path, manifest = owner[f]
+            found.setdefault(path, manifest)
     return found
 
 
@@ -382,8 +389,8 @@ def spec_for_pattern(file_pattern):
     """`spec_for_files` of the shards a glob (or list of globs) matches; None when none match
     or none has a spec in its manifest."""
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern or ())
-    files = sorted({f for p in patterns if p for f in glob.glob(p)})
-    return spec_for_files(files) if files else None
+    files = [f for p in patterns if p for f in sorted(glob.glob(p))]
+    return spec_for_files(list(dict.fromkeys(files))) if files else None
 
 
 def check_num_classes(num_classes, spec, what="model.num_classes"):
@@ -393,3 +400,50 @@ def check_num_classes(num_classes, spec, what="model.num_classes"):
             f"{what}={num_classes} but the dataset {spec.name!r} has {spec.num_classes} classes "
             f"({spec.source or 'its spec'}); set {what}: {spec.num_classes}, or point the data "
             "at shards of the dataset the model is for")
+
+
+SPEC_FILENAME = "dataset_spec.yaml"  # in a model dir, written by training
+
+
+def experiment_spec(config, model_dir=None, prefer="train"):
+    """The dataset spec of an experiment, or None when nothing names one.
+
+    Looked for, in this order (``prefer="eval"`` puts ``eval_data`` first): the manifests of
+    the ``train_data`` shards, those of the ``eval_data`` shards, ``<model_dir>/dataset_spec.yaml``
+    (which training writes, so that evaluation and export find it once the shards are gone)
+    and ``evaluation.dataset`` (a built-in spec name or a YAML path: for shards of other
+    tools). The first one found is used; every one found must have the same classes.
+
+    Raises:
+        SpecError: two of them disagree on the classes (the message names both).
+    """
+    sections = [("train_data", config.train_data), ("eval_data", config.eval_data)]
+    if prefer == "eval":
+        sections.reverse()
+    found = []
+    for name, section in sections:
+        if section is not None:
+            spec = spec_for_pattern(section.all_patterns)
+            if spec is not None:
+                found.append((f"the {name} manifests", spec))
+    if model_dir is not None and os.path.exists(os.path.join(model_dir, SPEC_FILENAME)):
+        found.append(("the model dir", load_spec(os.path.join(model_dir, SPEC_FILENAME))))
+    named = getattr(getattr(config, "evaluation", None), "dataset", None)
+    if named:
+        found.append(("evaluation.dataset", load_spec(named)))
+    if not found:
+        return None
+    (where, spec), rest = found[0], found[1:]
+    for other_where, other in rest:
+        if other.classes != spec.classes:
+            raise SpecError(
+                f"the dataset of {where} ({spec.name}, {spec.num_classes} classes, "
+                f"{spec.source}) is not the one of {other_where} ({other.name}, "
+                f"{other.num_classes} classes, {other.source}): train, evaluate and name the "
+                "classes with one dataset")
+    return spec
+
+
+def save_spec(spec, model_dir):
+    """Writes ``<model_dir>/dataset_spec.yaml``; returns its path."""
+    return _files.write_yaml(os.path.join(model_dir, SPEC_FILENAME), spec.to_dict())

@@ -3,7 +3,8 @@
     <export-dir>/<version>/                 an increasing integer: 1, 2, ...
         saved_model.pb, variables/          the SavedModel (`serving.py`)
         tflite/<name>_os<N>_<H>x<W>_<mode>.tflite   one per TFLite mode (`tflite.py`)
-        export_info.json                    config, checkpoint, signatures, TFLite contracts
+        export_info.json                    config, checkpoint, signatures, TFLite contracts,
+                                            the dataset spec (class names and colours)
 
 The version is assembled in `<export-dir>/.tmp-export-*` and renamed when complete, so a
 model server polling `<export-dir>` never sees a half-written version.
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 
 from deeplab_family._files import write_json
+from deeplab_family.data.spec import check_num_classes, experiment_spec
 from deeplab_family.export.model import build_export_model
 from deeplab_family.export.serving import PAD_CLASS, write_saved_model
 from deeplab_family.export.tflite import (
@@ -123,6 +125,8 @@ def export(config, model_dir, export_dir, tflite_modes=(), log=print):
             f"num_classes={config.model.num_classes} does not fit the uint8 predictions "
             f"(at most {PAD_CLASS} classes)"
         )
+    spec = experiment_spec(config, model_dir)
+    check_num_classes(config.model.num_classes, spec)
     export_config = config.export
     model, checkpoint = build_export_model(config, model_dir)
     os.makedirs(export_dir, exist_ok=True)
@@ -140,6 +144,8 @@ def export(config, model_dir, export_dir, tflite_modes=(), log=print):
             "scales": list(export_config.scales),
             "flip": export_config.flip,
             "signatures": _signatures(export_config),
+            # Class names and colours for clients (`predict`'s masks, overlays and legend).
+            "dataset_spec": spec.to_dict() if spec is not None else None,
             "tflite": _write_tflite(config, model, tmp, modes, log) if modes else {},
             "config": config.to_dict(),
         }

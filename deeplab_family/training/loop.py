@@ -63,6 +63,7 @@ from deeplab_family.config import save_config
 from deeplab_family.data import palette
 from deeplab_family.data.pipeline import make_dataset
 from deeplab_family.data.schema import IGNORE_LABEL
+from deeplab_family.data.spec import check_num_classes, experiment_spec, save_spec
 from deeplab_family.models import build_model
 from deeplab_family.progress import ProgressBar
 from deeplab_family.training import checkpoints
@@ -127,11 +128,14 @@ class Trainer:
     Args:
         config: `config.ExperimentConfig`.
         strategy: a `tf.distribute.Strategy`.
+        spec: the `data.spec.DatasetSpec` of the data, or None: the colours of the TensorBoard
+            images (VOC's without one).
     """
 
-    def __init__(self, config, strategy):
+    def __init__(self, config, strategy, spec=None):
         self.config = config
         self.strategy = strategy
+        self.spec = spec
         training = config.training
         self.num_replicas = strategy.num_replicas_in_sync
         self.sync_bn = (
@@ -276,13 +280,14 @@ def _agree_on_finiteness(grads):
 # The loop
 
 
-def _summary_images(images, labels, predictions):
-    """uint8 (k, H, W, 3) input, ground truth and prediction images, in the VOC palette."""
+def _summary_images(images, labels, predictions, spec=None):
+    """uint8 (k, H, W, 3) input, ground truth and prediction images, in the dataset's palette
+    (the spec's; VOC's without one)."""
     images = np.clip(np.asarray(images)[:MAX_SUMMARY_IMAGES], 0, 255).astype(np.uint8)
     labels = np.asarray(labels)[:MAX_SUMMARY_IMAGES].astype(np.int64)
     predictions = np.asarray(predictions)[:MAX_SUMMARY_IMAGES].astype(np.int64)
-    colormap = palette.VOC_COLORMAP
-    # 255 keeps the VOC void colour; other labels wrap into the 256-entry map.
+    colormap = spec.colormap() if spec is not None else palette.VOC_COLORMAP
+    # 255 keeps the ignore colour; other labels wrap into the 256-entry map.
     return images, palette.colorize(labels % 256, colormap), palette.colorize(predictions % 256,
                                                                               colormap)
 
@@ -364,10 +369,14 @@ def _check_same_step(trainer):
         )
 
 
-def _check_train_data(config):
-    """Refuses a config without training shards, before a model is built."""
-    if config.train_data is None or not config.train_data.file_pattern:
+def _check_train_data(config, model_dir):
+    """Refuses a config without training shards, or whose model's class count is not the
+    data's, before a model is built. Returns the dataset spec (or None)."""
+    if config.train_data is None or not config.train_data.all_patterns:
         raise ValueError("train_data.file_pattern is empty: say which TFRecord shards to train on")
+    spec = experiment_spec(config, model_dir)
+    check_num_classes(config.model.num_classes, spec)
+    return spec
 
 
 def _prepare_model_dir(trainer, model_dir, is_chief, progress):
@@ -378,6 +387,10 @@ def _prepare_model_dir(trainer, model_dir, is_chief, progress):
     if is_chief:
         path = save_config(resolved, model_dir)
         progress.message(f"config written to {path}")
+        spec = trainer.spec
+        if spec is not None:
+            save_spec(spec, model_dir)
+            progress.message(f"dataset {spec.name}: {spec.num_classes} classes ({spec.source})")
 
 
 def _setup_line(trainer):
@@ -493,7 +506,7 @@ def _write_summaries(trainer, step, terms, images_per_sec, images, labels):
     if every and (step % every == 0 or step == 1):
         predictions = trainer.predict_first_replica(images)
         local = trainer.strategy.experimental_local_results
-        shown = _summary_images(local(images)[0], local(labels)[0], predictions)
+        shown = _summary_images(local(images)[0], local(labels)[0], predictions, trainer.spec)
         for name, value in zip(("input", "ground_truth", "prediction"), shown):
             tf.summary.image(f"images/{name}", value, step=step, max_outputs=MAX_SUMMARY_IMAGES)
 
@@ -567,9 +580,9 @@ def train(config, model_dir, *, strategy=None, stream=None):
     set_global_determinism(training.seed, training.deterministic)
     is_chief, role = worker_role(strategy)
     progress = ProgressBar(training.steps, every=training.log_every, stream=stream)
-    _check_train_data(config)
+    spec = _check_train_data(config, model_dir)
 
-    trainer = Trainer(config, strategy)
+    trainer = Trainer(config, strategy, spec)
     _prepare_model_dir(trainer, model_dir, is_chief, progress)
     progress.message(_setup_line(trainer))
     saver = _CheckpointWriter(trainer, model_dir, is_chief, role)
