@@ -113,24 +113,9 @@ def expected_count(file_pattern):
     count. None when a matched file is in no manifest (shards from another tool): the progress
     display then shows a count without a total.
     """
-    import glob
+    from deeplab_family.data.spec import count_examples
 
-    files = sorted(glob.glob(file_pattern))
-    if not files:
-        return None
-    counts = {}
-    for directory in {os.path.dirname(f) for f in files}:
-        for manifest in glob.glob(os.path.join(directory, "*-manifest.json")):
-            try:
-                with open(manifest) as f:
-                    shards = json.load(f).get("shards", [])
-                for shard in shards:
-                    counts[os.path.join(directory, shard["file"])] = int(shard["count"])
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                continue  # unreadable or foreign JSON: no total, never an error
-    if not all(f in counts for f in files):
-        return None
-    return sum(counts[f] for f in files)
+    return count_examples(file_pattern)
 
 
 class EvalProgress:

@@ -83,6 +83,10 @@ def test_paper_configs_name_their_weights(path):
     check_architecture(model.backbone, PUBLISHED[published], model.backbone_weights)
 
 
+# DeepLabv3 Sec 4.3 and ExFuse Sec 4.2: "bicycle, chair, table, pottedplant, and sofa".
+HARD_CLASSES = ["bicycle", "chair", "diningtable", "pottedplant", "sofa"]
+
+
 def test_deeplabv3_protocol():
     stage1 = _load("deeplabv3_r101_os16_voc_trainaug.yaml")
     assert stage1.model.backbone.depth == 101 and stage1.model.backbone.multi_grid == (1, 2, 4)
@@ -100,6 +104,8 @@ def test_deeplabv3_protocol():
     assert stage2.model.backbone.output_stride == 8 and stage2.training.freeze_bn
     assert stage2.training.learning_rate == 0.001 and stage2.training.steps == 30000
     assert "trainval" in stage2.train_data.file_pattern and stage2.training.init_checkpoint
+    # Sec 4.3's bootstrapping: images with the five hard classes read twice.
+    assert stage2.train_data.oversample == {"classes": HARD_CLASSES, "factor": 2}
 
     cascade = _load("deeplabv3_cascade_r101_os16_voc_trainaug.yaml")
     assert cascade.model.backbone.cascade_blocks == 3
@@ -140,6 +146,24 @@ def test_exfuse_table3_rows():
             continue
         head = head_config(config.model)
         assert (head.ss, head.lr, head.seb, head.ecre, head.dap) == switches, name
+
+
+def test_exfuse_coco_stages_and_test_set_fine_tune():
+    """ExFuse Sec 4.2: stage 1 mixes COCO, SBD and VOC (every image alike: no weights); the
+    test-set fine-tune freezes BN on trainval and duplicates the hard-class images."""
+    full = _load("exfuse_x101_os32_voc_trainaug.yaml")
+    stage1 = _load("exfuse_x101_os32_coco_sbd_voc.yaml")
+    assert stage1.model == full.model and stage1.train_data.file_pattern == ""
+    assert [(p.split("/")[-1], w) for p, w in stage1.train_data.source_list] == [
+        ("train2017-*.tfrecord", None), ("train_aug-*.tfrecord", None)]
+    assert stage1.train_data.crop_size == full.train_data.crop_size  # "crop size unchanged"
+    test = _load("exfuse_x101_os32_voc_trainval.yaml")
+    assert test.model == full.model and test.training.freeze_bn
+    assert "trainval" in test.train_data.file_pattern and test.training.init_checkpoint
+    assert test.train_data.oversample == {"classes": HARD_CLASSES, "factor": 2}
+    from deeplab_family.data.spec import load_spec
+
+    assert load_spec("voc").class_ids(HARD_CLASSES) == [2, 9, 11, 16, 18]
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "_voc_" in os.path.basename(p)],

@@ -44,13 +44,21 @@ def _sources(values):
             pattern = [str(p) for p in pattern]
         if not pattern or (isinstance(pattern, list) and not all(pattern)):
             raise ValueError(f"sources[{i}].file_pattern is empty. Received: {entry!r}")
-        weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise ValueError(f"sources[{i}].weight must be a number > 0. "
+        weight = entry.get("weight")
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0
+        ):
+            raise ValueError(f"sources[{i}].weight must be a number > 0 (or left out). "
                              f"Received: weight={weight!r}")
-        out.append({"file_pattern": pattern, "weight": float(weight)})
+        out.append({"file_pattern": pattern,
+                    "weight": None if weight is None else float(weight)})
     if not out:
         raise ValueError("sources is empty: give at least one {file_pattern, weight}")
+    given = [s["weight"] is not None for s in out]
+    if any(given) and not all(given):
+        raise ValueError(
+            "give every source a weight, or none (then each is drawn in proportion to its "
+            f"number of examples). Received: sources={values!r}")
     return tuple(out)
 
 
@@ -97,7 +105,10 @@ class InputConfig:
             ``"data/train_aug-*.tfrecord"``: one source.
         sources: list of ``{file_pattern, weight}`` (training only; instead of
             ``file_pattern``). Each source is read on its own and examples are drawn from them
-            in proportion to the weights (ExFuse Sec 4.2's stage 1 mixes COCO, SBD and VOC).
+            in proportion to the weights. Without weights, in proportion to each source's
+            example count (from the builders' manifests): every image equally often, as if the
+            sources were one set (ExFuse Sec 4.2's stage 1 "mix[es] up all images in COCO, SBD
+            and standard PASCAL VOC 2012").
         oversample: ``{classes: [names or ids], factor: N}`` or None (training only). An image
             holding any of the classes is read ``factor`` times per pass over its source, the
             hard-image bootstrapping of DeepLabv3 Sec 4.3 and ExFuse Sec 4.2. The classes are
@@ -195,7 +206,8 @@ class InputConfig:
 
     @property
     def source_list(self):
-        """``[(file_pattern, weight), ...]``: the sources, or ``file_pattern`` as one of weight 1."""
+        """``[(file_pattern, weight), ...]``: the sources (weight None: by example count), or
+        ``file_pattern`` as one of weight 1."""
         if self.sources:
             return [(s["file_pattern"], s["weight"]) for s in self.sources]
         return [(self.file_pattern, 1.0)]

@@ -233,10 +233,28 @@ def training_records(config, base_seed, pipeline_id=0, num_pipelines=1):
         weights.append(weight)
     if len(streams) == 1:
         return streams[0]
+    if weights[0] is None:
+        weights = _example_counts(config)
     total = sum(weights)
     return tf.data.Dataset.sample_from_datasets(
         streams, weights=[w / total for w in weights], seed=_mix(base_seed, pipeline_id, 4)
     )
+
+
+def _example_counts(config):
+    """Each source's example count from the manifests (the weights when none are given)."""
+    from deeplab_family.data.spec import count_examples
+
+    counts = []
+    for pattern, _ in config.source_list:
+        count = count_examples(pattern)
+        if not count:
+            raise ValueError(
+                f"train_data.sources: the shards of {pattern!r} have no builder manifest to "
+                "count their examples; give every source a weight"
+            )
+        counts.append(count)
+    return counts
 
 
 def hard_class_ids(config):

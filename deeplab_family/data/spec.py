@@ -360,6 +360,28 @@ def manifests_for_files(files):
     return found
 
 
+def count_examples(file_pattern):
+    """The number of examples in the shards a glob (or list of globs) matches, from the
+    builders' manifests (each shard's count); None when a matched file is in no manifest
+    (shards from another tool) or nothing matches."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern or ())
+    files = list(dict.fromkeys(os.path.abspath(f) for p in patterns if p
+                               for f in sorted(glob.glob(p))))
+    if not files:
+        return None
+    counts = {}
+    for path, manifest in manifests_for_files(files).items():
+        directory = os.path.dirname(path)
+        try:
+            for shard in manifest["shards"]:
+                counts[os.path.join(directory, shard["file"])] = int(shard["count"])
+        except (KeyError, TypeError, ValueError):
+            continue  # foreign JSON: no total, never an error
+    if not all(f in counts for f in files):
+        return None
+    return sum(counts[f] for f in files)
+
+
 def spec_for_files(files):
     """The `DatasetSpec` recorded in the manifests of these shard files, or None.
 

@@ -149,3 +149,20 @@ def test_config_errors():
         InputConfig(file_pattern="a", oversample={"classes": [], "factor": 2})
     with pytest.raises(ValueError, match="sources and oversample are for training"):
         make_dataset(InputConfig(sources=[{"file_pattern": "a"}]), training=False)
+
+
+def test_sources_without_weights_mix_every_image_equally(tmp_path):
+    """ExFuse's stage 1 "mix[es] up all images": each source in proportion to its size."""
+    config = InputConfig(sources=[{"file_pattern": _build(tmp_path, "coco", 60)},
+                                  {"file_pattern": _build(tmp_path, "voc", 20)}],
+                         crop_size=5, seed=4)
+    counts = collections.Counter(i.split("_")[0] for i in _ids(config))
+    assert abs(counts["coco"] / SAMPLES - 0.75) < 0.02, counts
+    with pytest.raises(ValueError, match="give every source a weight, or none"):
+        InputConfig(sources=[{"file_pattern": "a", "weight": 1}, {"file_pattern": "b"}])
+    foreign = helpers.write_shards(str(tmp_path / "foreign"), "train", [
+        ("x", helpers.encode(np.zeros((6, 6, 3), np.uint8), "png"), np.zeros((6, 6), np.uint8))])
+    no_counts = InputConfig(sources=[{"file_pattern": foreign}, {"file_pattern": foreign}],
+                            crop_size=5)
+    with pytest.raises(ValueError, match="no builder manifest to count their examples"):
+        _ids(no_counts, 1)
