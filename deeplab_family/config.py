@@ -163,8 +163,8 @@ class EvaluationConfig:
         flip: also average the left-right flipped input of every scale.
         dataset: None, a built-in dataset spec name (`voc`, `cityscapes`, `ade20k`,
             `coco_voc`) or the path of a spec YAML: the dataset for shards whose manifests
-            carry no spec (shards of other tools). The shards' own spec is used when they
-            have one, and the two must agree (`data.spec.experiment_spec`).
+            carry no spec (shards of other tools). The shards' own spec, when they have one,
+            is used instead (`data.spec.experiment_spec`).
     """
 
     output_stride: int = 8

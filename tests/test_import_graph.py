@@ -34,6 +34,8 @@ KERAS_FREE = (
     "deeplab_family.data.schema",
     "deeplab_family.data.palette",
     "deeplab_family.data.classes",
+    "deeplab_family.data.spec",
+    "deeplab_family.legend",
     "tfrecords_tools.cli",
     "tfrecords_tools.example",
     "tfrecords_tools.framing",
@@ -43,6 +45,9 @@ KERAS_FREE = (
     "tfrecords_tools.voc",
     "tfrecords_tools.cityscapes",
     "tfrecords_tools.synthetic",
+    "tfrecords_tools.folder",
+    "tfrecords_tools.ade20k",
+    "tfrecords_tools.coco",
 )
 # Pure-Python modules inside `deeplab_family.backbones`, whose `__init__` registers the Keras
 # layers: what they import, and what that imports in turn, must not reach Keras or TensorFlow.

@@ -434,7 +434,8 @@ def experiment_spec(config, model_dir=None, prefer="train"):
     the ``train_data`` shards, those of the ``eval_data`` shards, ``<model_dir>/dataset_spec.yaml``
     (which training writes, so that evaluation and export find it once the shards are gone)
     and ``evaluation.dataset`` (a built-in spec name or a YAML path: for shards of other
-    tools). The first one found is used; every one found must have the same classes.
+    tools; it is only read when neither the shards nor the model dir have a spec). The first
+    one found is used; the shards' and the model dir's must have the same classes.
 
     Raises:
         SpecError: two of them disagree on the classes (the message names both).
@@ -451,7 +452,7 @@ def experiment_spec(config, model_dir=None, prefer="train"):
     if model_dir is not None and os.path.exists(os.path.join(model_dir, SPEC_FILENAME)):
         found.append(("the model dir", load_spec(os.path.join(model_dir, SPEC_FILENAME))))
     named = getattr(getattr(config, "evaluation", None), "dataset", None)
-    if named:
+    if named and not found:
         found.append(("evaluation.dataset", load_spec(named)))
     if not found:
         return None
