@@ -23,9 +23,10 @@
   memory flat from image to image (`benchmarks/eval_memory.py`).
 
 Reports mIoU, per-class IoU (named by the dataset spec: that of the shards' manifests, else the
-model dir's `dataset_spec.yaml`, else `evaluation.dataset`; `data/spec.py`) and pixel accuracy in `<model_dir>/eval_os{N}_scales{...}[_flip].json` and as the final JSON line on
-stdout. Exit status (`deeplab_family.cli`): 0 done, 1 a config that does not load, no checkpoint
-or one that does not fit, 2 a bad command line or no config for the model dir.
+model dir's `dataset_spec.yaml`, else `evaluation.dataset`; `data/spec.py`) and pixel accuracy
+in `<model_dir>/eval_os{N}_scales{...}[_flip].json` and as the final JSON line on stdout.
+Exit status (`deeplab_family.cli`): 0 done, 1 a config that does not load, no checkpoint or one
+that does not fit, 2 a bad command line or no config for the model dir.
 """
 
 import argparse
