@@ -48,6 +48,7 @@ KERAS_FREE = (
     "tfrecords_tools.folder",
     "tfrecords_tools.ade20k",
     "tfrecords_tools.coco",
+    "tfrecords_tools.inspect",
 )
 # Pure-Python modules inside `deeplab_family.backbones`, whose `__init__` registers the Keras
 # layers: what they import, and what that imports in turn, must not reach Keras or TensorFlow.
