@@ -379,6 +379,31 @@ def _check_train_data(config, model_dir):
     return spec
 
 
+def _data_lines(config):
+    """Log lines for mixed sources and hard-image oversampling (none for one plain source)."""
+    from deeplab_family.data.pipeline import hard_class_ids
+    from deeplab_family.data.spec import count_examples
+
+    data, lines = config.train_data, []
+    if data.sources:
+        parts = []
+        counts = [count_examples(p) for p, _ in data.source_list]
+        weights = [w for _, w in data.source_list]
+        if weights[0] is None:
+            weights = counts
+        total = sum(w or 0 for w in weights) or 1
+        for (pattern, _), count, weight in zip(data.source_list, counts, weights):
+            share = f"{100 * weight / total:.1f}%" if weight else "?"
+            parts.append(f"{pattern} ({count if count is not None else '?'} examples, {share})")
+        lines.append("train_data sources: " + "; ".join(parts))
+    if data.oversample:
+        ids = hard_class_ids(data)
+        lines.append(f"oversample: images holding class(es) {ids} "
+                     f"({', '.join(map(str, data.oversample['classes']))}) read "
+                     f"{data.oversample['factor']} times")
+    return lines
+
+
 def _prepare_model_dir(trainer, model_dir, is_chief, progress):
     """Writes the resolved config (sync BN decided, on the chief only) to the model dir."""
     config = trainer.config
@@ -585,6 +610,8 @@ def train(config, model_dir, *, strategy=None, stream=None):
     trainer = Trainer(config, strategy, spec)
     _prepare_model_dir(trainer, model_dir, is_chief, progress)
     progress.message(_setup_line(trainer))
+    for line in _data_lines(config):
+        progress.message(line)
     saver = _CheckpointWriter(trainer, model_dir, is_chief, role)
     try:
         start = _restore(trainer, model_dir, progress)

@@ -166,3 +166,29 @@ def test_sources_without_weights_mix_every_image_equally(tmp_path):
                             crop_size=5)
     with pytest.raises(ValueError, match="no builder manifest to count their examples"):
         _ids(no_counts, 1)
+
+
+def test_training_names_its_sources_and_oversampling(tmp_path):
+    from deeplab_family.config import ExperimentConfig
+    from deeplab_family.training.loop import _data_lines
+
+    a, b = _build(tmp_path, "a", 30), _build(tmp_path, "b", 10)
+    config = ExperimentConfig.from_dict({"train_data": {
+        "sources": [{"file_pattern": a}, {"file_pattern": b}],
+        "oversample": {"classes": ["chair", "sofa"], "factor": 2}}})
+    sources, over = _data_lines(config)
+    assert f"{a} (30 examples, 75.0%); {b} (10 examples, 25.0%)" in sources
+    assert over == "oversample: images holding class(es) [9, 18] (chair, sofa) read 2 times"
+
+
+def test_tensorboard_images_use_the_dataset_colours():
+    from deeplab_family.data.spec import DatasetSpec
+    from deeplab_family.training.loop import _summary_images
+
+    spec = DatasetSpec(name="two", classes=["a", "b"], palette=[[10, 20, 30], [200, 100, 0]],
+                       ignore_color=[1, 2, 3])
+    labels = np.array([[[0, 1, 255]]])
+    _, truth, predicted = _summary_images(np.zeros((1, 1, 3, 3)), labels, labels[:, :, ::-1],
+                                          spec)
+    assert truth[0, 0].tolist() == [[10, 20, 30], [200, 100, 0], [1, 2, 3]]
+    assert predicted[0, 0].tolist() == [[1, 2, 3], [200, 100, 0], [10, 20, 30]]
