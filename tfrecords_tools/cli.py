@@ -7,6 +7,7 @@ import argparse
 import os
 
 from deeplab_family import _validation, cli
+from tfrecords_tools.sources import InvalidExampleError
 from tfrecords_tools.writer import DEFAULT_EXAMPLES_PER_SHARD, BuildError
 
 # `--num-shards 0` exits with "argument --num-shards: must be an int >= 1. Received: 0".
@@ -58,6 +59,23 @@ def add_common_arguments(parser):
         help="record invalid examples in the manifest and go on, instead of stopping",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def plan_sources(ids, make_source, split, skip_invalid, skipped):
+    """``[make_source(id) for id in ids]``, where an ``InvalidExampleError`` stops the build
+    with the message (a ``BuildError``) or, with ``skip_invalid``, is recorded in ``skipped``."""
+    sources = []
+    for sample_id in ids:
+        try:
+            sources.append(make_source(sample_id))
+        except InvalidExampleError as e:
+            if not skip_invalid:
+                raise BuildError(
+                    f"{e} (id {sample_id} of split {split!r}; run with --skip-invalid to "
+                    "record such examples in the manifest and go on)"
+                ) from None
+            skipped.append({"id": sample_id, "reason": str(e)})
+    return sources
 
 
 def print_summary(manifests, output_dir):

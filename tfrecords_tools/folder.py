@@ -343,17 +343,7 @@ class FolderLayout:
 
     def plan(self, split, ids, skipped):
         """``(sources, skipped)`` of one split; a problem raises BuildError or is skipped."""
-        sources = []
-        for sample_id in ids:
-            try:
-                sources.append(self.source(sample_id))
-            except InvalidExampleError as e:
-                if not self.skip_invalid:
-                    raise BuildError(
-                        f"{e} (split {split!r}; run with --skip-invalid to record such "
-                        "examples in the manifest and go on)"
-                    ) from None
-                skipped.append({"id": sample_id, "reason": str(e)})
+        sources = cli.plan_sources(ids, self.source, split, self.skip_invalid, skipped)
         if not sources:
             reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
             raise BuildError(

@@ -84,17 +84,23 @@ def inspect_image(data, display):
     return fmt, height, width
 
 
-def read_index_png(path, display):
-    """Reads a PNG of class indices: a VOC palette PNG (mode P) or a grayscale one (mode L).
-
-    PIL keeps the palette indices; OpenCV and ``tf.io.decode_png`` would expand them to colours.
-    """
+def _open_label(path, display):
+    """The label file as a loaded PIL image; a missing or corrupt file is named."""
     data = read_file_bytes(path, display)
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except Exception as e:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError...)
         raise InvalidExampleError(f"corrupt or truncated label {display}: {e}") from None
+    return image
+
+
+def read_index_png(path, display):
+    """Reads a PNG of class indices: a VOC palette PNG (mode P) or a grayscale one (mode L).
+
+    PIL keeps the palette indices; OpenCV and ``tf.io.decode_png`` would expand them to colours.
+    """
+    image = _open_label(path, display)
     if image.mode not in ("P", "L"):
         raise InvalidExampleError(
             f"label {display} has mode {image.mode}; expected a palette (mode P) or grayscale "
@@ -109,12 +115,7 @@ def read_color_png(path, display):
     Palette PNGs are expanded to their colours (a colour-coded mask saved with a palette);
     grayscale PNGs are refused: they hold indices, not colours.
     """
-    data = read_file_bytes(path, display)
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as e:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError...)
-        raise InvalidExampleError(f"corrupt or truncated label {display}: {e}") from None
+    image = _open_label(path, display)
     if image.mode in ("L", "I", "I;16"):
         raise InvalidExampleError(
             f"label {display} is a grayscale PNG (mode {image.mode}): it holds class ids, but "

@@ -269,17 +269,7 @@ class VocLayout:
         ids, skipped = self.split_ids(split)
         if not ids:
             raise BuildError(f"split {split!r} is empty: its id lists name no example")
-        sources = []
-        for sample_id in ids:
-            try:
-                sources.append(self.source(sample_id))
-            except InvalidExampleError as e:
-                if not self.skip_invalid:
-                    raise BuildError(
-                        f"{e} (id {sample_id} of split {split!r}; run with --skip-invalid to "
-                        "record such examples in the manifest and go on)"
-                    ) from None
-                skipped.append({"id": sample_id, "reason": str(e)})
+        sources = cli.plan_sources(ids, self.source, split, self.skip_invalid, skipped)
         return sources, skipped
 
     def inputs(self):
