@@ -107,6 +107,12 @@ def test_deeplabv3_protocol():
     # Sec 4.3's bootstrapping: images with the five hard classes read twice.
     assert stage2.train_data.oversample == {"classes": HARD_CLASSES, "factor": 2}
 
+    # Sec 4.2: COCO pre-training with stage 1's model and protocol, evaluated on VOC.
+    coco = _load("deeplabv3_r101_os16_coco.yaml")
+    assert coco.model == stage1.model and coco.training == stage1.training
+    assert "coco/train2017" in coco.train_data.file_pattern
+    assert coco.eval_data == stage1.eval_data
+
     cascade = _load("deeplabv3_cascade_r101_os16_voc_trainaug.yaml")
     assert cascade.model.backbone.cascade_blocks == 3
     assert cascade.model.backbone.multi_grid == (1, 2, 1)
