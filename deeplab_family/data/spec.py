@@ -12,7 +12,8 @@
 
 - **classes / palette**: class ``i`` is named ``classes[i]`` and drawn in ``palette[i]``
   (RGB 0..255), in TensorBoard, in `predict`'s masks and overlays, and in colour masks. The
-  palette has exactly one colour per class, and no two classes (nor ``ignore_color``) share one.
+  palette has exactly one colour per class; for colour masks no two classes (nor
+  ``ignore_color``) may share one (index masks may: ADE20K's palette does).
 - **encoding**: ``index`` masks are single-channel PNGs (mode ``L``) or palette PNGs (mode
   ``P``, whose indices are read as they are, never their colours: VOC's ``SegmentationClass``).
   ``color`` masks are RGB PNGs in which every pixel has a palette colour (or ``ignore_color``);
@@ -178,6 +179,9 @@ class DatasetSpec:
                 raise SpecError(f"{where}: label_map must be a mapping raw id -> class id. "
                                 f"Received: {self.label_map!r}")
             table = {}
+            if schema.IGNORE_LABEL in {_as_int(k) for k in self.label_map}:
+                raise SpecError(f"{where}: label_map maps raw {schema.IGNORE_LABEL}, which is "
+                                "always ignore; leave it out of the map")
             for raw, train in self.label_map.items():
                 raw_i = _int(_as_int(raw), f"{where}: label_map key {raw!r}")
                 table[raw_i] = self._class_or_ignore(train, f"{where}: label_map[{raw!r}]")
@@ -318,7 +322,8 @@ def load_spec(name_or_path):
         return name_or_path
     text = str(name_or_path)
     path = text
-    if not os.path.exists(path) and os.sep not in text and not text.endswith((".yaml", ".yml")):
+    # A bare name is a built-in spec even beside a data folder of that name (`voc/`).
+    if not os.path.isfile(path) and os.sep not in text and not text.endswith((".yaml", ".yml")):
         path = os.path.join(SPEC_DIR, text + ".yaml")
         if not os.path.exists(path):
             raise SpecError(f"no dataset spec {text!r}: neither a file nor a built-in spec "

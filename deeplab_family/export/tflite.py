@@ -55,8 +55,8 @@ def representative_pattern(config):
     experiment's `train_data` (then `eval_data`) file pattern."""
     pattern = config.export.representative_pattern
     for data in (config.train_data, config.eval_data):
-        if not pattern and data is not None and data.file_pattern:
-            pattern = data.file_pattern
+        if not pattern and data is not None and data.all_patterns:
+            pattern = data.all_patterns
     if not pattern:
         raise ValueError(
             "int8 TFLite needs calibration images: set train_data.file_pattern or "

@@ -191,3 +191,12 @@ def test_the_spec_is_found_from_the_shards_and_must_agree(tmp_path):
                                          r"classes \(.*train-manifest.json\)"):
         check_num_classes(19, spec_for_files([a]))
     check_num_classes(21, spec_for_files([a]))
+
+
+def test_a_bare_name_is_the_builtin_spec_beside_a_data_folder_of_that_name(tmp_path,
+                                                                          monkeypatch):
+    (tmp_path / "voc").mkdir()  # the shards' folder, as in the README's commands
+    monkeypatch.chdir(tmp_path)
+    assert load_spec("voc").classes == classes.VOC_CLASSES
+    with pytest.raises(SpecError, match="label_map maps raw 255, which is always ignore"):
+        DatasetSpec(**FIVE, label_map={0: 0, 255: 1})
