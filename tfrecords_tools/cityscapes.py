@@ -156,25 +156,18 @@ def build(
         "created_by": "tfrecords_tools.cityscapes",
         "inputs": {"cityscapes_root": os.path.abspath(root)},
     }
-    # `writer.write_splits`, but with each split's own dataset name (fine, coarse or both).
-    with writer.WorkerPool(num_workers) as pool:
-        return {
-            split: writer.write_split(
-                split,
-                sources,
-                output_dir,
-                spec=spec,
-                num_shards=num_shards,
-                num_workers=num_workers,
-                skip_invalid=skip_invalid,
-                skipped=skipped,
-                dataset=dataset_name(split),
-                extra=extra,
-                progress=progress,
-                pool=pool,
-            )
-            for split, (sources, skipped) in plans.items()
-        }
+    return writer.write_splits(
+        plans,
+        output_dir,
+        spec=spec,
+        num_shards=num_shards,
+        num_workers=num_workers,
+        skip_invalid=skip_invalid,
+        extra=extra,
+        progress=progress,
+        # Each split's own dataset name (fine, coarse or both).
+        split_options={split: {"dataset": dataset_name(split)} for split in plans},
+    )
 
 
 def main(argv=None):

@@ -387,7 +387,9 @@ def write_split(
     return manifest
 
 
-def write_splits(plans, output_dir, *, num_classes=None, num_workers=1, **options):
+def write_splits(
+    plans, output_dir, *, num_classes=None, num_workers=1, split_options=None, **options
+):
     """Writes several splits, one after the other, with one worker pool (workers start once).
 
     Args:
@@ -397,10 +399,13 @@ def write_splits(plans, output_dir, *, num_classes=None, num_workers=1, **option
         num_workers: int. As in ``write_split``.
         **options: the other keyword arguments of ``write_split`` (``spec``, ...; not
             ``skipped`` or ``pool``).
+        split_options: ``{split: {option: value}}`` or None: options of one split that replace
+            those of ``**options`` (a split's own ``dataset`` name, say).
 
     Returns:
         ``{split: manifest}``.
     """
+    split_options = split_options or {}
     with WorkerPool(num_workers) as pool:
         return {
             split: write_split(
@@ -411,7 +416,7 @@ def write_splits(plans, output_dir, *, num_classes=None, num_workers=1, **option
                 num_workers=num_workers,
                 skipped=skipped,
                 pool=pool,
-                **options,
+                **{**options, **split_options.get(split, {})},
             )
             for split, (sources, skipped) in plans.items()
         }
