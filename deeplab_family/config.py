@@ -10,6 +10,7 @@ eval_data:    {file_pattern: ..., batch_size: 1}                         # data.
 training:     {steps: 30000, learning_rate: 0.007, ...}                  # TrainingConfig
 runtime:      {strategy: mirrored, ...}                                  # RuntimeConfig
 evaluation:   {output_stride: 8, scales: [1.0], flip: false, ...}        # EvaluationConfig
+inference:    {window: {size: [1024, 1024], stride: [683, 683]}}         # InferenceConfig
 export:       {output_stride: 8, tflite_size: [513, 513], ...}           # ExportConfig
 ```
 
@@ -43,6 +44,8 @@ from deeplab_family.models.registry import dataclass_from_dict
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
 PRECISIONS = (None, "float32", "mixed_bfloat16", "mixed_float16")
 INT8_IO = (None, "uint8", "int8")
+INFERENCE_PRECISIONS = ("float32", "bfloat16")
+TFLITE_OUTPUTS = ("classes", "logits", "probabilities")
 CONFIG_FILENAME = "config.yaml"
 
 
@@ -152,6 +155,51 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowConfig:
+    """Sliding-window inference: the network sees `size` crops taken every `stride` pixels.
+
+    Args:
+        size: (height, width) of a window. An image no larger than it is one window.
+        stride: (height, width) between window origins, at most `size` (overlap = size -
+            stride); None: two thirds of `size`, rounded up (mmseg's Cityscapes setting,
+            769 / 513).
+    """
+
+    size: Tuple[int, int] = (513, 513)
+    stride: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self):
+        size = _validation.int_pair("size", self.size)
+        object.__setattr__(self, "size", size)
+        stride = self.stride
+        if stride is None:
+            stride = tuple(-(-2 * s // 3) for s in size)
+        stride = _validation.int_pair("stride", stride)
+        require(all(t <= s for t, s in zip(stride, size)),
+                f"stride must not exceed size (windows would leave gaps). "
+                f"Received: size={list(size)}, stride={list(stride)}")
+        object.__setattr__(self, "stride", stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """How the network is run on an image, wherever it is run (`evaluate`, `export`).
+
+    Args:
+        window: None (the whole image at once) or a `WindowConfig` mapping (`{size: [H, W],
+            stride: [H, W]}`): sliding-window inference, memory bounded by the window.
+    """
+
+    window: Optional[WindowConfig] = None
+
+    def __post_init__(self):
+        if self.window is not None:
+            object.__setattr__(
+                self, "window", dataclass_from_dict(WindowConfig, self.window, "inference.window")
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     """How mIoU is measured (DeepLabv3 Sec 4.3: output stride 8, multi-scale, flip).
 
@@ -165,12 +213,14 @@ class EvaluationConfig:
             `coco_voc`) or the path of a spec YAML: the dataset for shards whose manifests
             carry no spec (shards of other tools). The shards' own spec, when they have one,
             is used instead (`data.spec.experiment_spec`).
+        precision: "float32" or "bfloat16" (weights cast once, BN folded, float32 logits).
     """
 
     output_stride: int = 8
     scales: Tuple[float, ...] = (1.0,)
     flip: bool = False
     dataset: Optional[str] = None
+    precision: str = "float32"
 
     def __post_init__(self):
         require(self.output_stride in defaults.OUTPUT_STRIDES,
@@ -181,6 +231,7 @@ class EvaluationConfig:
             from deeplab_family.data.spec import load_spec
 
             load_spec(self.dataset)  # a name or file that does not load is an error now
+        _validation.one_of("precision", self.precision, INFERENCE_PRECISIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +251,13 @@ class ExportConfig:
             100 to 500).
         representative_pattern: TFRecord glob of the calibration images; None = the
             `train_data.file_pattern` of the experiment (then `eval_data`'s).
+        window: bake the experiment's `inference.window` (sliding windows) into the
+            SavedModel.
+        precision: "float32" or "bfloat16": the SavedModel's network in bfloat16 (weights
+            cast once, BN folded), float32 scores out.
+        tflite_output: where the TFLite graph ends: "classes" (uint8 argmax inside),
+            "logits" or "probabilities" (float32 `[1, H, W, C]`, no ARG_MAX, for the GPU and
+            NNAPI delegates; `predict` takes the argmax on the host).
     """
 
     output_stride: int = 8
@@ -210,6 +268,9 @@ class ExportConfig:
     tflite_int8_io: str | None = None
     representative_samples: int = 100
     representative_pattern: str | None = None
+    window: bool = False
+    precision: str = "float32"
+    tflite_output: str = "classes"
 
     def __post_init__(self):
         require(self.output_stride in defaults.EXPORT_OUTPUT_STRIDES,
@@ -220,11 +281,14 @@ class ExportConfig:
         object.__setattr__(self, "tflite_size", size)
         _validation.one_of("tflite_int8_io", self.tflite_int8_io, INT8_IO)
         _validation.positive_int("representative_samples", self.representative_samples)
+        _validation.boolean("window", self.window)
+        _validation.one_of("precision", self.precision, INFERENCE_PRECISIONS)
+        _validation.one_of("tflite_output", self.tflite_output, TFLITE_OUTPUTS)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """The whole experiment: model, data, training, runtime, evaluation and export."""
+    """The whole experiment: model, data, training, runtime, evaluation, export and inference."""
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train_data: Optional[InputConfig] = None
@@ -233,6 +297,7 @@ class ExperimentConfig:
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
 
     @classmethod
     def from_dict(cls, values):
@@ -260,6 +325,8 @@ class ExperimentConfig:
             evaluation=dataclass_from_dict(
                 EvaluationConfig, values.get("evaluation", {}), "evaluation"),
             export=dataclass_from_dict(ExportConfig, values.get("export", {}), "export"),
+            inference=dataclass_from_dict(
+                InferenceConfig, values.get("inference", {}), "inference"),
         )
 
     def to_dict(self):
