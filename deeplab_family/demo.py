@@ -8,11 +8,13 @@
 4. a small DeepLabv3 trained under MirroredStrategy with 2 CPU replicas (`deeplab_family.train`,
    `train_configs/tiny_deeplabv3_os16_synthetic.yaml`);
 5. evaluation at output stride 8 with flip (`deeplab_family.evaluate`);
-6. export: a SavedModel in the TF Serving layout plus float16 and int8 TFLite models
-   (`deeplab_family.export`, int8 calibrated on training images);
-7-9. prediction on two validation images with each exported model (`deeplab_family.predict`),
+6. export: a SavedModel in the TF Serving layout, with the flip of step 5 baked in, plus float16
+   and int8 TFLite models (`deeplab_family.export`, int8 calibrated on training images);
+7. the check that the SavedModel scores what `evaluate` scored: the same confusion matrix on
+   the val shards (`deeplab_family.export.verify`);
+8-10. prediction on two validation images with each exported model (`deeplab_family.predict`),
    which writes VOC palette masks and overlays;
-10. the mIoU and where the overlays are.
+11. the mIoU and where the overlays are.
 
 Every step is the command a user would type, run in a child process and printed first.
 Everything goes under `demo_output/` (removed at the start, so each run starts from nothing).
@@ -73,7 +75,7 @@ def main(argv=None):
     start = time.monotonic()
     out = args.output_dir
     py = sys.executable
-    total = 10
+    total = 11
     print(f"[1/{total}] virtual environment: {os.path.dirname(os.path.dirname(py))} "
           f"(Python {sys.version.split()[0]}; `make` builds it from requirements.lock)")
     if os.path.exists(out):
@@ -104,20 +106,25 @@ def main(argv=None):
                        capture=True)
     report = json.loads(report_line.strip().splitlines()[-1])
 
-    export_line = _run(6, total, "export: SavedModel (TF Serving layout) + float16 and int8 TFLite",
+    export_line = _run(6, total, "export: SavedModel (TF Serving layout, output stride 8, flip) "
+                       "+ float16 and int8 TFLite",
                        [py, "-m", "deeplab_family.export", "--config", CONFIG,
                         "--model-dir", model_dir, "--export-dir", os.path.join(out, "export"),
-                        "--tflite", "float16,int8",
+                        "--tflite", "float16,int8", "--set", "export.flip=true",
                         "--set", f"export.representative_samples={args.calibration_images}",
                         *data],
                        capture=True)
     exported = json.loads(export_line.strip().splitlines()[-1])
+    verify_line = _run(7, total, "verify: the SavedModel gives evaluate's confusion matrix",
+                       [py, "-m", "deeplab_family.export.verify",
+                        "--export", exported["saved_model"]], capture=True)
+    verified = json.loads(verify_line.strip().splitlines()[-1])
     images = _val_images(synthetic, 2)
     overlays = {}
     variants = [("saved_model", exported["saved_model"]),
                 ("tflite_float16", exported["tflite"]["float16"]),
                 ("tflite_int8", exported["tflite"]["int8"])]
-    for step, (name, path) in enumerate(variants, start=7):
+    for step, (name, path) in enumerate(variants, start=8):
         target = os.path.join(out, "predict", name)
         _run(step, total, f"predict on {len(images)} val images with the {name} export",
              [py, "-m", "deeplab_family.predict", "--model", path, *images,
@@ -125,10 +132,12 @@ def main(argv=None):
         overlays[name] = sorted(os.path.join(target, f) for f in os.listdir(target)
                                 if f.endswith("_overlay.png"))
 
-    print(f"\n[10/{total}] result")
+    print(f"\n[11/{total}] result")
     print(f"val mIoU {report['miou']:.4f} (pixel accuracy {report['pixel_accuracy']:.4f}) on "
           f"{report['num_images']} images at output stride {report['output_stride']} with flip; "
           f"details in {report['results_file']}")
+    print(f"the SavedModel gives the same confusion matrix on the {verified['num_images']} val "
+          f"images (mIoU {verified['export_miou']:.4f})")
     print(f"exports in {os.path.dirname(exported['saved_model'])}/ "
           f"(TF Serving: docs/serving.md); overlays:")
     for name, paths in overlays.items():
