@@ -14,7 +14,11 @@ builds it, and timed at 513x513, batch 1, on the CPU:
   `serve_image_tensor` signature (uint8 in; softmax and argmax included; single scale);
 - tflite_<mode>: `ai_edge_litert` Interpreter, `--threads` threads (2), default delegates
   (XNNPACK), float32 or uint8 pixels in, classes out. int8 is calibrated on `--calibration`
-  random images, or on TFRecords with `--calibration-pattern`.
+  random images, or on TFRecords with `--calibration-pattern`;
+- keras_bf16 and saved_model_bf16 (with "bfloat16" in `--precisions`, the default
+  `float32,bfloat16`): the same two at `export.precision: bfloat16`
+  (`precision.for_inference`: weights cast once, BN folded, float32 scores out), the network
+  in bfloat16; a line after the table gives their latency / the float32 variant's.
 
 Each variant: `--warmup` calls, then the median (and min) of `--runs` calls, the variants
 taking turns call by call (a shared machine's load then falls on all alike). File sizes: the
@@ -23,6 +27,7 @@ taking turns call by call (a shared machine's load then falls on all alike). Fil
 
     .venv/bin/python benchmarks/export.py                       # tiny and r101 at OS8
     .venv/bin/python benchmarks/export.py --models r101 --output-stride 16 --runs 5
+    .venv/bin/python benchmarks/export.py --models r101 --modes '' --runs 7   # no TFLite
 
 The machine may be shared: compare ratios from one run rather than absolute times across runs.
 """
@@ -44,6 +49,7 @@ from deeplab_family import export as export_lib
 from deeplab_family.config import ExportConfig, load_config
 from deeplab_family.inference import build_inference_model
 from deeplab_family.models import ModelConfig
+from deeplab_family.precision import PRECISIONS, for_inference
 
 SIZE = (513, 513)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +111,25 @@ def bench(name, args, tmp):
     calls["saved_model"] = lambda: serve(images=u8)["semantic_predictions"].numpy()
     sizes["saved_model"] = dir_bytes(saved)
 
-    from deeplab_family.predict import TFLitePredictor
+    for precision in args.precisions:
+        if precision == "float32":
+            continue
+        suffix = _SUFFIX[precision]
+        twin = for_inference(model, precision)
+        twin_call = tf.function(lambda x, m=twin: m(x, training=False)["logits"])
+        calls[f"keras{suffix}"] = lambda f=twin_call: f(x).numpy()
+        twin_path = os.path.join(tmp, f"{name}{suffix}.keras")
+        twin.save(twin_path)  # its size only: the folded backbone does not reload from it
+        sizes[f"keras{suffix}"] = os.path.getsize(twin_path)
+        twin_saved = os.path.join(tmp, f"{name}_saved_model{suffix}")
+        export_lib.write_saved_model(
+            twin, twin_saved, ExportConfig(output_stride=args.output_stride, precision=precision))
+        twin_serve = tf.saved_model.load(twin_saved).signatures["serve_image_tensor"]
+        calls[f"saved_model{suffix}"] = (
+            lambda f=twin_serve: f(images=u8)["semantic_predictions"].numpy())
+        sizes[f"saved_model{suffix}"] = dir_bytes(twin_saved)
+
+    from deeplab_family.predictors import TFLitePredictor
 
     fixed = export_lib.write_tflite_saved_model(model, SIZE, os.path.join(tmp, f"{name}_fixed"))
     for mode in args.modes:
@@ -132,6 +156,23 @@ def bench(name, args, tmp):
     return config, {v: (*latencies[v], sizes[v]) for v in calls}
 
 
+_SUFFIX = {"bfloat16": "_bf16"}
+
+
+def _ratio_line(rows, precisions):
+    """`bf16 / float32: keras 0.52 (min 0.50), saved_model 0.51 (min 0.49)` per precision."""
+    lines = []
+    for precision in precisions:
+        if precision == "float32":
+            continue
+        suffix = _SUFFIX[precision]
+        parts = [f"{base} {rows[base + suffix][0] / rows[base][0]:.2f} "
+                 f"(min {rows[base + suffix][1] / rows[base][1]:.2f})"
+                 for base in ("keras", "saved_model") if base + suffix in rows]
+        lines.append(f"{suffix.strip('_')} / float32 latency: {', '.join(parts)}")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny,r101")
@@ -143,8 +184,15 @@ def main(argv=None):
     parser.add_argument("--calibration", type=int, default=4,
                         help="int8 calibration images (random unless --calibration-pattern)")
     parser.add_argument("--calibration-pattern", help="TFRecords glob for int8 calibration")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                        help="Keras and SavedModel precisions, timed in turn in the same run "
+                             "(default: float32,bfloat16; float32 is always timed)")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    unknown = sorted(set(args.precisions) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"--precisions: unknown {unknown}; known: {list(PRECISIONS)}")
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,6 +209,9 @@ def main(argv=None):
                 print(f"| {variant} | {median * 1e3:.0f} ms | {best * 1e3:.0f} ms | "
                       f"{median / keras_ms:.2f} | {size / 2**20:.1f} MiB | "
                       f"{size / keras_bytes:.2f} |")
+            print()
+            for line in _ratio_line(rows, args.precisions):
+                print(line)
             print(flush=True)
     print(json.dumps({name: {v: {"median_ms": round(r[0] * 1e3, 1), "min_ms": round(r[1] * 1e3, 1),
                                   "bytes": r[2]} for v, r in rows.items()}

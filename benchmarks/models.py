@@ -7,7 +7,15 @@ For each registered model in `FULL_CONFIGS` (names not registered are skipped):
   convs and matmuls of the traced graph);
 - CPU latency at batch 1, 513x513: the median (and the minimum) of `--runs` calls, after two
   warm-up calls, of `tf.function(lambda x: model(x, training=False))`, without and with
-  `jit_compile` (XLA).
+  `jit_compile` (XLA);
+- the same at every precision of `--precisions` (default `float32,bfloat16`) in the same run:
+  "bfloat16" is `precision.for_inference(model, "bfloat16")` (weights cast once, BN folded,
+  float32 logits), on a row "<model> bf16" of its own, timed call by call in turn with the
+  float32 model (always timed), and the ratio bf16 / float32 of the medians (and of the minima)
+  is printed (the issue's goal on a CPU with bfloat16 matmuls: at most 0.55 without XLA). XLA's
+  CPU convs gain little from bfloat16 (one 3x3 conv, 256 channels at 65x65: 60 ms against 68
+  in float32 under XLA, 16 ms in bfloat16 without it). `--output-stride 8`
+  builds every model at OS8 (DeepLabv3's evaluation stride; no Model Garden row there).
 
 When tf-models-official is installed, the same run builds official/vision's DeepLabV3 with the
 options of our "deeplabv3" entry (dilated ResNet-101, stem v1, ReLU, OS16, multi-grid (1, 2, 4),
@@ -21,6 +29,8 @@ theirs (the logits before the final upsample), for a like-for-like ratio.
     .venv/bin/python benchmarks/models.py                      # everything
     .venv/bin/python benchmarks/models.py --models deeplabv3 --runs 9
     .venv/bin/python benchmarks/models.py --models deeplabv3 --no-xla --no-flops
+    .venv/bin/python benchmarks/models.py --models deeplabv3 --no-xla --no-flops --runs 7 \
+        --no-model-garden --output-stride 8          # bfloat16 vs float32 at OS8
 
 The machine may be shared: re-run to check that the figures are stable, and compare ratios
 from one run rather than absolute times across runs.
@@ -38,6 +48,7 @@ import tensorflow as tf  # noqa: E402
 
 from deeplab_family.flops import count_flops  # noqa: E402
 from deeplab_family.models import ModelConfig, build_model, registered_models  # noqa: E402
+from deeplab_family.precision import PRECISIONS, for_inference  # noqa: E402
 
 SIZE = 513
 # The deeplabv3 entry has exactly Model Garden's architecture (stem v1, stride on the 3x3 conv,
@@ -126,6 +137,16 @@ def time_interleaved(fns_and_inputs, runs):
     return times
 
 
+def _precisions(text):
+    values = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(values) - set(PRECISIONS))
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(
+            f"--precisions takes a comma-separated list of {list(PRECISIONS)}. "
+            f"Received: {text!r}")
+    return values
+
+
 def _fmt(seconds):
     return f"{np.median(seconds):6.3f} ({min(seconds):.3f})"
 
@@ -139,6 +160,11 @@ def main():
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--no-model-garden", action="store_true",
                         help="do not time official/vision's DeepLabV3")
+    parser.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
+                        help="comma-separated, timed in turn in the same run (default: "
+                             "float32,bfloat16; float32 is always timed: the ratios need it)")
+    parser.add_argument("--output-stride", type=int, default=None,
+                        help="build every model at this output stride (default: its config's)")
     args = parser.parse_args()
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -159,12 +185,24 @@ def main():
         if name not in registered:
             print(f"{name}: not registered, skipped")
             continue
-        model = build_model(ModelConfig.from_dict(FULL_CONFIGS[name]))
+        config = ModelConfig.from_dict(FULL_CONFIGS[name])
+        if args.output_stride:
+            config = config.with_output_stride(args.output_stride)
+        model = build_model(config)
         params = model.count_params()
         gflops = float("nan") if args.no_flops else count_flops(model, (SIZE, SIZE, 3)) / 1e9
-        row = {"name": name, "params": params, "gflops": gflops, "times": {}}
+        label = name if not args.output_stride else f"{name} os{args.output_stride}"
+        row = {"name": label, "params": params, "gflops": gflops, "times": {}}
+        # The other precisions: the same weights, timed in turn with the float32 model.
+        others = {}
+        for precision in args.precisions:
+            if precision != "float32":
+                twin = for_inference(model, precision)
+                others[precision] = {"name": f"{label} {_SHORT[precision]}",
+                                     "params": twin.count_params(), "gflops": gflops,
+                                     "times": {}, "model": twin}
         theirs = None
-        if name == "deeplabv3" and not args.no_model_garden:
+        if name == "deeplabv3" and not args.no_model_garden and args.output_stride in (None, 16):
             theirs = build_model_garden_deeplabv3()
             if theirs is None:
                 print("tf-models-official is not installed: no Model Garden comparison")
@@ -180,20 +218,23 @@ def main():
             pre_row = {"name": "  ours at 1/16", "params": params, "gflops": gflops,
                        "times": {}}
         for jit in settings:
+            timed = [(row, _compiled(model, jit), images)]
+            timed += [(other, _compiled(other["model"], jit), images)
+                      for other in others.values()]
             if theirs is not None:
-                row["times"][jit], pre_row["times"][jit], their_row["times"][jit] = (
-                    time_interleaved(
-                        [(_compiled(model, jit), images),
-                         (_compiled(pre, jit, output=None), images),
-                         (_compiled(theirs, jit), normalised)],
-                        args.runs,
-                    )
-                )
-            else:
-                (row["times"][jit],) = time_interleaved([(_compiled(model, jit), images)],
-                                                        args.runs)
+                timed += [(pre_row, _compiled(pre, jit, output=None), images),
+                          (their_row, _compiled(theirs, jit), normalised)]
+            times = time_interleaved([(fn, x) for _, fn, x in timed], args.runs)
+            for (target, _, _), seconds in zip(timed, times):
+                target["times"][jit] = seconds
         rows.append(row)
         print(_line(row, settings), flush=True)
+        for precision, other in others.items():
+            del other["model"]
+            other["ratio"] = f"{_SHORT[precision]}/float32 {_ratios(other, row, settings)}"
+            rows.append(other)
+            print(_line(other, settings), flush=True)
+            print(f"  {other['ratio']}", flush=True)
         if theirs is not None:
             rows += [pre_row, their_row]
             row["ratio"] = f"ours/theirs {_ratios(row, their_row, settings)}"
@@ -211,6 +252,9 @@ def main():
     for row in rows:
         if "ratio" in row:
             print(f"{row['name'].strip()}: {row['ratio']}")
+
+
+_SHORT = {"bfloat16": "bf16"}
 
 
 def _ratios(ours, theirs, settings):

@@ -38,7 +38,7 @@ from deeplab_family.cli import load_experiment_config
 from deeplab_family.data.pipeline import decode_example, list_files
 from deeplab_family.data.schema import IGNORE_LABEL
 from deeplab_family.inference import fit_to_size, restore_size
-from deeplab_family.predict import TFLitePredictor
+from deeplab_family.predictors import TFLitePredictor
 
 TARGETS = {"float32": 0.999, "float16": 0.995}
 

@@ -5,6 +5,11 @@
 - `multi_scale_probabilities` and `class_scores`: multi-scale + flip inference (DeepLabv3
   Sec 4.3). One implementation, so that an exported SavedModel reproduces the evaluated mIoU
   exactly.
+- `sliding_window_logits` (with `window_origins`): sliding-window inference
+  (`inference.window`), a logits function whose network memory is bounded by the window, for
+  the images too large to run whole (Cityscapes at output stride 8, DeepLabv3 Appendix C).
+  It is a logits function like the model's, so it composes with multi-scale and flip.
+  `window_report` is how the JSON reports record a window.
 - `fit_to_size` and `restore_size`: an image of any size around a fixed-size model input (the
   TFLite models, their int8 calibration), and the mask back to the image.
 - `JPEG_MAGIC` and `PNG_MAGIC`: how the image files that the tools accept begin.
@@ -29,7 +34,8 @@ def build_inference_model(model_config, output_stride=None):
 
     Synchronized BN is turned off: it only changes how training statistics are gathered
     across replicas, and inference uses the moving averages either way, so evaluation and
-    export build the same network whatever the training config said.
+    export build the same network whatever the training config said. The atrous convs are
+    dense (`use_dense_atrous_convs`).
     """
     if output_stride is not None:
         model_config = model_config.with_output_stride(output_stride)
@@ -37,7 +43,34 @@ def build_inference_model(model_config, output_stride=None):
         model_config,
         backbone=dataclasses.replace(model_config.backbone, synchronized_bn=False),
     )
-    return build_model(model_config)
+    model = build_model(model_config)
+    use_dense_atrous_convs(model)
+    return model
+
+
+def use_dense_atrous_convs(model):
+    """Switches every `AtrousConv2D` of `model` to the native dilated conv; returns the count.
+
+    ASPP computes its atrous convs tap by tap (`skip_padded_taps`, a speed-up under XLA on
+    CPU). Same variables, same function, but exported it becomes, per conv, nine
+    STRIDED_SLICE + FULLY_CONNECTED + PAD and an ADD_N in TFLite: BatchNorm no longer folds
+    into a CONV_2D, ADD_N has no int8 kernel (a float island with DEQUANTIZE / QUANTIZE in the
+    "full integer" model, and int8 mIoU drops), and the model server without XLA gains
+    nothing (oneDNN's dilated conv already skips the padding). Inference graphs therefore use one
+    dilated CONV_2D per conv (`build_inference_model`), in `evaluate` as in the export: the
+    two then run the same kernels and agree to the last pixel (`export.verify`; with taps in
+    one and dense convs in the other, float rounding flipped 1 pixel in 7.3 million on the
+    demo model). The flag is read at call time, so this only changes the traced graphs, not
+    the weights or the config.
+    """
+    from deeplab_family.layers.conv import AtrousConv2D
+
+    switched = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, AtrousConv2D) and getattr(layer, "skip_padded_taps", False):
+            layer.skip_padded_taps = False
+            switched += 1
+    return switched
 
 
 def load_inference_model(model_config, model_dir, output_stride=None):
@@ -120,6 +153,141 @@ def class_scores(logits_fn, images, scales=(1.0,), flip=False, resize="logits"):
     if tuple(float(s) for s in scales) == (1.0,) and not flip:
         return tf.cast(logits_fn(images), tf.float32)
     return multi_scale_probabilities(logits_fn, images, scales, flip, resize=resize)
+
+
+def window_origins(length, size, stride):
+    """Where the windows along one dimension start, and how long they are (mmseg's grid).
+
+    `max(length - size + stride - 1, 0) // stride + 1` windows, the i-th starting at
+    `i * stride`; the last is shifted back to end at the border (`length - size`) instead of
+    reaching past it, so every window lies inside the image and no padding is ever run through
+    the network. A dimension no longer than `size` is one window covering it, of its length.
+
+    Args:
+        length: the image's height or width (int or scalar int32 tensor).
+        size, stride: the window's size and stride along that dimension (ints).
+
+    Returns:
+        `(origins, crop)`: int32 `(n,)` and the window's length, `min(size, length)`.
+
+    >>> origins, crop = window_origins(1024, 513, 342)
+    >>> origins.numpy().tolist(), int(crop)
+    ([0, 342, 511], 513)
+    >>> [o.numpy().tolist() for o in window_origins(300, 513, 342)]
+    [[0], 300]
+    """
+    length = tf.convert_to_tensor(length, tf.int32)
+    crop = tf.minimum(length, size)
+    count = tf.maximum(length - size + stride - 1, 0) // stride + 1
+    return tf.minimum(tf.range(count) * stride, length - crop), crop
+
+
+def _coverage(length, size, stride):
+    """float32 `(length,)`: how many windows cover each position of one dimension."""
+    origins, crop = window_origins(length, size, stride)
+    positions = tf.range(length)[None, :]
+    inside = (positions >= origins[:, None]) & (positions < origins[:, None] + crop)
+    return tf.reduce_sum(tf.cast(inside, tf.float32), axis=0)
+
+
+def sliding_window_logits(logits_fn, window, num_classes=None):
+    """`logits_fn` run window by window, its logits averaged where windows overlap.
+
+    The windows (`window.size`, every `window.stride` pixels) follow mmseg's `slide_inference`
+    (`window_origins`): along each dimension they start every `stride` pixels, the last one is
+    shifted back to end at the border, and a dimension no larger than the window is one window
+    covering it. An image that one window covers is therefore run exactly as whole-image
+    inference would run it, and gets the same logits bit for bit. Where windows overlap, the
+    result is the sum of their logits divided by the number of windows.
+
+    Logits, not probabilities, are averaged: the result is again a logits function (images ->
+    logits at input size), so it composes with `multi_scale_probabilities` unchanged, which
+    resizes each scale's logits and only then applies the softmax (research/deeplab's order);
+    averaging probabilities here would put a softmax before that resize. It is also what mmseg
+    does (the sum of the crops' logits over `count_mat`). The two differ only in overlaps, where
+    the windows' logits are close anyway.
+
+    The windows run one at a time (`tf.while_loop`, `parallel_iterations=1`) inside the traced
+    graph, each through `logits_fn`, and are added into one float32 `(B, H, W, C)` sum, so the
+    network's memory is that of one window whatever the image size; only the image and the
+    sum grow with it. Height and width are dynamic: one trace serves every image size.
+
+    Args:
+        logits_fn: float32 images `(B, h, w, 3)` -> logits `(B, h, w, C)` at the input size.
+        window: a `config.WindowConfig` (`size` and `stride`, each a (height, width) pair).
+        num_classes: C, if known: the static channel count of the result (the loop hides it).
+
+    Returns:
+        A function of the same contract as `logits_fn`, returning float32 logits.
+
+    Example:
+
+    >>> from deeplab_family.config import WindowConfig
+    >>> windowed = sliding_window_logits(lambda x: x[..., :2] * 2.0, WindowConfig(4, 3))
+    >>> images = tf.reshape(tf.range(2 * 7 * 5 * 3, dtype=tf.float32), (2, 7, 5, 3))
+    >>> bool(tf.reduce_all(windowed(images) == images[..., :2] * 2.0))
+    True
+    """
+    size_h, size_w = (int(v) for v in window.size)
+    stride_h, stride_w = (int(v) for v in window.stride)
+
+    def windowed(images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        rows, crop_h = window_origins(height, size_h, stride_h)
+        cols, crop_w = window_origins(width, size_w, stride_w)
+
+        def loop(count, body):
+            # The sums start as a broadcastable zero: the class count is only known inside the
+            # loop, and 0 + x == x, so a single window stays bit for bit the network's output.
+            return tf.while_loop(
+                lambda i, _: i < count,
+                body,
+                (tf.constant(0), tf.zeros([1, 1, 1, 1], tf.float32)),
+                shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, None, None])),
+                parallel_iterations=1,
+            )[1]
+
+        def row(i, total):
+            y = rows[i]
+
+            def window(j, strip):
+                x = cols[j]
+                crop = tf.slice(images, [0, y, x, 0], [-1, crop_h, crop_w, -1])
+                logits = tf.cast(logits_fn(crop), tf.float32)
+                return j + 1, strip + tf.pad(logits, [[0, 0], [0, 0], [x, width - x - crop_w],
+                                                      [0, 0]])
+
+            # One row of windows is summed into a strip of the window's height first: a pad
+            # to the whole image per window would move the full-size sum once per window (on
+            # small windows, more time than the network).
+            strip = loop(tf.size(cols), window)
+            return i + 1, total + tf.pad(strip, [[0, 0], [y, height - y - crop_h], [0, 0],
+                                                 [0, 0]])
+
+        total = loop(tf.size(rows), row)
+        # Windows form a grid, so the count is the product of the per-dimension coverages.
+        count = (_coverage(height, size_h, stride_h)[:, None]
+                 * _coverage(width, size_w, stride_w)[None, :])
+        logits = total / count[None, :, :, None]
+        logits.set_shape([images.shape[0], images.shape[1], images.shape[2], num_classes])
+        return logits
+
+    return windowed
+
+
+def window_report(window):
+    """`{"size": [H, W], "stride": [H, W]}` of a `WindowConfig`, or None: how the reports
+    (`evaluate`'s JSON, `export_info.json`) record the window.
+
+    >>> from deeplab_family.config import WindowConfig
+    >>> window_report(WindowConfig(size=(769, 769)))
+    {'size': [769, 769], 'stride': [513, 513]}
+    """
+    if window is None:
+        return None
+    return {"size": list(window.size), "stride": list(window.stride)}
 
 
 def fit_to_size(image, size, mean_pixel=IMAGENET_MEAN_RGB):

@@ -14,7 +14,8 @@ from tests.training.helpers import TEST_OVERRIDES, TINY_CONFIG
 TOOLS = {
     "evaluate": (evaluate.main, evaluate, "evaluate", {
         "miou": 0.5, "pixel_accuracy": 0.5, "per_class_iou": {}, "num_images": 1,
-        "output_stride": 8, "scales": [1.0], "flip": False, "step": 1, "results_file": "r.json",
+        "output_stride": 8, "scales": [1.0], "flip": False, "window": None, "precision": "float32",
+        "step": 1, "results_file": "r.json",
     }, []),
     "export": (export_cli.main, export_cli, "export", {"path": "e/1", "tflite": {}},
                ["--export-dir", "unused"]),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_family import evaluate, inference
+from deeplab_family import evaluate, evaluation, inference
 from deeplab_family.data.classes import VOC_CLASSES
 from deeplab_family.data.pipeline import InputConfig, make_dataset
 from deeplab_family.models import build_model
@@ -259,7 +259,7 @@ def test_evaluate_and_export_restore_the_same_model(shards, tmp_path, monkeypatc
         evaluated.append(model)
         return make_predictor(model, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "make_predictor", spy)
+    monkeypatch.setattr(evaluation, "make_predictor", spy)
     evaluate.evaluate(config, model_dir, scales=[1.0], flip=False, max_images=1)
     exported, _ = export_lib.build_export_model(config, model_dir)
     (scored,) = evaluated

@@ -20,6 +20,8 @@ COMMAND_LINE = {
     "deeplab_family.predict",
     "deeplab_family.demo",
     "deeplab_family.export.cli",
+    "deeplab_family.export.verify",
+    "deeplab_family.serve.cli",
 }
 
 # Pure-Python modules whose packages load no Keras either: imported in a fresh process, they must
@@ -36,6 +38,10 @@ KERAS_FREE = (
     "deeplab_family.data.classes",
     "deeplab_family.data.spec",
     "deeplab_family.legend",
+    "deeplab_family.masks",
+    "deeplab_family.serve",
+    "deeplab_family.serve.cli",
+    "deeplab_family.serve.rest",
     "tfrecords_tools.cli",
     "tfrecords_tools.example",
     "tfrecords_tools.framing",

@@ -166,3 +166,66 @@ def test_overlay_colours_and_legend_follow_the_dataset_spec(fx, images, tmp_path
     # No class is named "background": every pixel is blended with its class colour.
     want = np.round(0.5 * pixels.astype(np.float32) + 0.5 * np.float32(colours)[mask])
     np.testing.assert_array_equal(overlay, want.astype(np.uint8))
+
+
+def test_a_folder_is_walked_recursively_and_its_broken_file_named(fx, images, tmp_path, capsys):
+    """Nested folders, mixed-case extensions, a truncated PNG, a text file and a hidden file:
+    every good image done at its relative path (so `a/x` and `b/x` do not collide), the broken
+    one named with its reason, the text file ignored, and the exit status 1."""
+    _, pixels = predict.read_image(images[0])
+    root = tmp_path / "in"
+    for relative, fmt in [("a/x.png", "PNG"), ("b/x.PNG", "PNG"), ("b/c/y.jpeg", "JPEG"),
+                          ("z.JPG", "JPEG")]:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(ef.encode(np.roll(pixels, len(relative), axis=1), fmt))
+    good = ef.encode(pixels, "PNG")
+    (root / "b" / "broken.png").write_bytes(good[: len(good) // 2])
+    (root / "notes.txt").write_text("not an image")
+    (root / "a" / "._x.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource fork
+    out = root / "out"  # inside the input: its files are never taken as inputs
+    for run in range(2):
+        status = predict.main(["--model", fx["export_dir"], str(root), "--output-dir", str(out)])
+        err = capsys.readouterr().err
+        assert status == 1, err
+        broken = os.path.join(str(root), "b", "broken.png")
+        assert f"predict: skipping {broken} cannot be decoded" in err
+        assert "ignoring 1 file(s) that are not .jpg/.jpeg/.png (notes.txt)" in err
+        assert "4 of 5 images written" in err and "5/5 images" in err
+        assert f"predict: 1 failed: {broken}" in err
+    written = sorted(os.path.relpath(os.path.join(d, f), out)
+                     for d, _, files in os.walk(out) for f in files)
+    assert written == sorted(f"{k}_{kind}.png" for k in ("a/x", "b/x", "b/c/y", "z")
+                             for kind in ("mask", "overlay"))
+    predictor = predict.load_predictor(fx["export_dir"])
+    for relative, key in [("a/x.png", "a/x"), ("b/x.PNG", "b/x"), ("b/c/y.jpeg", "b/c/y"),
+                          ("z.JPG", "z")]:
+        data, image = predict.read_image(root / relative)
+        np.testing.assert_array_equal(_read_mask(out / f"{key}_mask.png"),
+                                      predictor.predict(data, image))
+
+
+def test_a_folder_without_images_is_a_failure(fx, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no images here")
+    status = predict.main(["--model", fx["tflite"]["float32"], str(empty),
+                           "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"predict: skipping {empty}: a directory without .jpg/.jpeg/.png files" in err
+
+
+def test_progress_bar_lines(monkeypatch):
+    """In a log, a line about every tenth and at the end, with the count, rate and ETA."""
+    import io
+
+    stream = io.StringIO()
+    progress = predict.Progress(20, "images", stream=stream)
+    for done in range(1, 21):
+        progress.update(done, final=done == 20)
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == [f"{k}/20" for k in range(2, 21, 2)]
+    assert lines[-1].startswith("predict: 20/20 images [========================]")
+    assert lines[-1].endswith("ETA 0:00")
+    unknown = predict.Progress(None, "frames", label="clip.mp4", stream=io.StringIO())
+    assert unknown.line(7).startswith("predict: clip.mp4 7 frames [")

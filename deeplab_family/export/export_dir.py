@@ -30,8 +30,11 @@ from deeplab_family.export.tflite import (
     representative_pattern,
     tflite_filename,
     tflite_ops,
+    tflite_signature,
     write_tflite_saved_model,
 )
+from deeplab_family.inference import window_report
+from deeplab_family.precision import for_inference
 
 INFO_FILENAME = "export_info.json"
 TFLITE_SUBDIR = "tflite"
@@ -84,11 +87,18 @@ def _signatures(export_config):
 
 
 def _write_tflite(config, model, version_dir, modes, log):
-    """Converts `model` in every mode into `<version_dir>/tflite/`; returns `{mode: info}`."""
+    """Converts `model` in every mode into `<version_dir>/tflite/`; returns `{mode: info}`.
+
+    The graph ends at `export.tflite_output` (the classes, or float32 logits or probabilities
+    for the delegates: `tflite.py`); each entry records the input and output as the file's
+    signature states them.
+    """
     export_config = config.export
     size = export_config.tflite_size
+    output = export_config.tflite_output
     os.makedirs(os.path.join(version_dir, TFLITE_SUBDIR))
-    fixed = write_tflite_saved_model(model, size, os.path.join(version_dir, ".tflite-saved-model"))
+    fixed = write_tflite_saved_model(model, size, os.path.join(version_dir, ".tflite-saved-model"),
+                                     output)
     written = {}
     for mode in modes:
         representative = int8_io = None
@@ -97,16 +107,16 @@ def _write_tflite(config, model, version_dir, modes, log):
                 f"from {representative_pattern(config)}")
             representative = calibration_images(config)
             int8_io = export_config.tflite_int8_io
-        log(f"export: TFLite {mode} at {size[0]}x{size[1]}")
+        log(f"export: TFLite {mode} at {size[0]}x{size[1]}, output {output}")
         content = convert_saved_model(fixed, mode, representative, int8_io)
-        name = tflite_filename(config.model.name, export_config.output_stride, size, mode)
+        name = tflite_filename(config.model.name, export_config.output_stride, size, mode,
+                               output)
         with open(os.path.join(version_dir, TFLITE_SUBDIR, name), "wb") as f:
             f.write(content)
         written[mode] = {
             "file": f"{TFLITE_SUBDIR}/{name}",
             "bytes": len(content),
-            "input": {"name": "images", "shape": [1, *size, 3], "dtype": int8_io or "float32"},
-            "output": {"name": "semantic_predictions", "shape": [1, *size], "dtype": "uint8"},
+            **tflite_signature(content),
             "ops": tflite_ops(content),
         }
     shutil.rmtree(fixed)
@@ -115,6 +125,14 @@ def _write_tflite(config, model, version_dir, modes, log):
 
 def export(config, model_dir, export_dir, tflite_modes=(), log=print):
     """Restores the latest checkpoint of `model_dir` and writes a new version.
+
+    With `export.window`, the experiment's `inference.window` is baked into both SavedModel
+    signatures (`serving.ServingFunctions`) and recorded as "window" in `export_info.json`
+    (null without); `export.window` without an `inference.window` is a ValueError.
+    `export.precision` ("precision" in `export_info.json`) is the SavedModel's: with bfloat16
+    its network runs in bfloat16 (`precision.for_inference`), while the TFLite files are
+    converted from the float32 model (TFLite has no bfloat16 kernels; its float16 and int8
+    modes are its own reduced precisions).
 
     Returns:
         The info dict also written to `<version>/export_info.json` (with "path").
@@ -128,13 +146,21 @@ def export(config, model_dir, export_dir, tflite_modes=(), log=print):
     spec = experiment_spec(config, model_dir)
     check_num_classes(config.model.num_classes, spec)
     export_config = config.export
-    model, checkpoint = build_export_model(config, model_dir)
+    window = config.inference.window if export_config.window else None
+    if export_config.window and window is None:
+        raise ValueError(
+            "export.window is true but inference.window is not set: give the window to bake "
+            "in, e.g. --set 'inference.window={size: [513, 513]}', or set export.window=false"
+        )
+    model, checkpoint = build_export_model(config, model_dir, precision="float32")
+    served = for_inference(model, export_config.precision)
     os.makedirs(export_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=export_dir)
     try:
         log(f"export: {checkpoint} -> SavedModel (output stride {export_config.output_stride}, "
-            f"scales {list(export_config.scales)}, flip {export_config.flip})")
-        write_saved_model(model, tmp, export_config)
+            f"scales {list(export_config.scales)}, flip {export_config.flip}, window "
+            f"{window_report(window)}, {export_config.precision})")
+        write_saved_model(served, tmp, export_config, window)
         info = {
             "checkpoint": checkpoint,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -143,6 +169,10 @@ def export(config, model_dir, export_dir, tflite_modes=(), log=print):
             "output_stride": export_config.output_stride,
             "scales": list(export_config.scales),
             "flip": export_config.flip,
+            # Sliding windows baked into both signatures (`export.window`), or null.
+            "window": window_report(window),
+            # The SavedModel network's precision (the TFLite files are converted from float32).
+            "precision": export_config.precision,
             "signatures": _signatures(export_config),
             # Class names and colours for clients (`predict`'s masks, overlays and legend).
             "dataset_spec": spec.to_dict() if spec is not None else None,

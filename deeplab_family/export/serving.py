@@ -24,6 +24,15 @@ into softmax probabilities and averaged (DeepLabv3 Sec 4.3), with the same views
 `evaluate` (`inference.multi_scale_probabilities`), so that the SavedModel reproduces the
 evaluated mIoU.
 
+`export.window` bakes the experiment's sliding window (`inference.window`) into both
+signatures: every scale and flip of every image runs window by window, the windows' logits
+averaged where they overlap (`inference.sliding_window_logits`, as `evaluate --window` does),
+so the network's memory is bounded by the window (times the batch, for a same-size batch, whose
+images go through each window together), not by the largest image a client sends. An image that
+one window covers gives exactly what the export without a window gives. `predict`
+on such a SavedModel, and any TF Serving client, gets windowed inference without knowing it;
+`export_info.json` records the window.
+
 A string that is not a JPEG or a PNG fails the request with an InvalidArgumentError naming its
 index (`image_bytes[2] (11 bytes) is neither a JPEG nor a PNG image ...`); a model server
 answers that request with the error and keeps serving.
@@ -33,7 +42,12 @@ import keras
 import tensorflow as tf
 
 from deeplab_family.data.schema import IGNORE_LABEL
-from deeplab_family.inference import PNG_MAGIC, class_scores, multi_scale_probabilities
+from deeplab_family.inference import (
+    PNG_MAGIC,
+    class_scores,
+    multi_scale_probabilities,
+    sliding_window_logits,
+)
 
 PAD_CLASS = IGNORE_LABEL  # the padding of a mixed-size batch, as the ignore label
 
@@ -109,18 +123,23 @@ class ServingFunctions:
         model: a model of the registry (dict output with "logits").
         scales, flip: multi-scale / flip inference (see `multi_scale_probabilities`).
         probabilities: add the `probabilities` output.
+        window: None, or a `config.WindowConfig`: sliding-window inference of every view
+            (`inference.sliding_window_logits`).
     """
 
-    def __init__(self, model, scales=(1.0,), flip=False, probabilities=False):
+    def __init__(self, model, scales=(1.0,), flip=False, probabilities=False, window=None):
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         self.probabilities = bool(probabilities)
-        # One traced copy of the network, called by every scale, flip and branch below.
+        self.window = window
+        # One traced copy of the network, called by every scale, flip, window and branch below.
         self._logits = tf.function(
             self._call_model,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
         )
+        self._views = (self._logits if window is None
+                       else sliding_window_logits(self._logits, window))
 
     def _call_model(self, images):
         return tf.cast(self.model(images, training=False)["logits"], tf.float32)
@@ -129,8 +148,8 @@ class ServingFunctions:
         """Per-pixel class scores: the averaged probabilities with the probabilities output,
         else `inference.class_scores` (the logits of a single view, as `evaluate` does)."""
         if self.probabilities:
-            return multi_scale_probabilities(self._logits, images, self.scales, self.flip)
-        return class_scores(self._logits, images, self.scales, self.flip)
+            return multi_scale_probabilities(self._views, images, self.scales, self.flip)
+        return class_scores(self._views, images, self.scales, self.flip)
 
     def _per_image(self, images, sizes):
         """Each image at its own size, padded back to the batch size (score 0)."""
@@ -206,10 +225,14 @@ def write_endpoints(path, endpoints):
     return path
 
 
-def write_saved_model(model, path, export_config):
-    """Writes the SavedModel with `serving_default` and `serve_image_tensor` to `path`."""
+def write_saved_model(model, path, export_config, window=None):
+    """Writes the SavedModel with `serving_default` and `serve_image_tensor` to `path`.
+
+    `window`: None, or the `config.WindowConfig` to bake in (`export()` passes
+    `inference.window` when `export.window` is on).
+    """
     functions = ServingFunctions(
-        model, export_config.scales, export_config.flip, export_config.probabilities
+        model, export_config.scales, export_config.flip, export_config.probabilities, window
     )
     return write_endpoints(path, {
         "serving_default": (

@@ -5,7 +5,18 @@ only (conversion fails rather than fall back to Flex ops). Contract:
 
 - input `images`: float32 `[1, H, W, 3]`, RGB 0..255; for int8 with `export.tflite_int8_io`,
   uint8 or int8 quantized pixels (scale and zero point in the input details);
-- output `semantic_predictions`: uint8 `[1, H, W]`, the argmax taken inside the model.
+- output (`export.tflite_output`, `TFLITE_OUTPUTS`):
+  - "classes" (the default): `semantic_predictions`, uint8 `[1, H, W]`, the argmax taken
+    inside the model;
+  - "logits": `logits`, float32 `[1, H, W, num_classes]`, the network's scores at the input
+    size;
+  - "probabilities": `probabilities`, float32 `[1, H, W, num_classes]`, their softmax.
+
+  The last two end the graph without ARG_MAX, which the GPU and NNAPI delegates do not run
+  (the whole tail would fall back to the CPU); `predict` takes the argmax on the host. In
+  int8 mode their output stays float32: the converter's default output type dequantizes the
+  int8 scores (one DEQUANTIZE at the end), so every mode has the same output contract and a
+  client needs no scale or zero point (the argmax is the same either way).
 
 Images of another size are fitted around the model by `inference.fit_to_size`: padded at the
 bottom and right with the ImageNet mean (as in training), or first shrunk to fit, keeping the
@@ -22,6 +33,10 @@ aspect ratio; the mask is cropped (and resized back). Modes (`TFLITE_MODES`):
 ['int8', 'float16']
 >>> tflite_filename("deeplabv3", 8, (513, 513), "int8")
 'deeplabv3_os8_513x513_int8.tflite'
+>>> tflite_filename("deeplabv3", 8, (513, 513), "float16", "logits")
+'deeplabv3_os8_513x513_float16_logits.tflite'
+>>> tflite_output_name("probabilities")
+'probabilities'
 """
 
 import tempfile
@@ -29,7 +44,7 @@ import tempfile
 import tensorflow as tf
 
 from deeplab_family import _validation
-from deeplab_family.config import INT8_IO
+from deeplab_family.config import INT8_IO, TFLITE_OUTPUTS
 from deeplab_family.data import schema
 from deeplab_family.export.serving import write_endpoints
 from deeplab_family.inference import fit_to_size
@@ -95,28 +110,38 @@ def representative_images(file_pattern, size, count, seed=0):
         yield [fitted[None]]
 
 
-def _tflite_endpoint(model):
+def tflite_output_name(output):
+    """The name of the TFLite output for `export.tflite_output` `output` (see the module)."""
+    _validation.one_of("tflite_output", output, TFLITE_OUTPUTS)
+    return "semantic_predictions" if output == "classes" else output
+
+
+def _tflite_endpoint(model, output="classes"):
+    name = tflite_output_name(output)
+
     def serve(images):
-        logits = model(images, training=False)["logits"]
-        return {
-            "semantic_predictions": tf.cast(
-                tf.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8
-            )
-        }
+        logits = tf.cast(model(images, training=False)["logits"], tf.float32)
+        if output == "logits":
+            return {name: logits}
+        if output == "probabilities":
+            return {name: tf.nn.softmax(logits, axis=-1)}
+        return {name: tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8)}
 
     return serve
 
 
-def write_tflite_saved_model(model, size, path):
+def write_tflite_saved_model(model, size, path, output="classes"):
     """A SavedModel of `model` at the fixed input `size`, the converter's input.
 
-    One `serving_default` signature, `images` float32 `(1, H, W, 3)` -> `semantic_predictions`
-    uint8 `(1, H, W)`, so that the TFLite file has a signature with these names.
+    One `serving_default` signature, `images` float32 `(1, H, W, 3)` -> for `output`
+    "classes", `semantic_predictions` uint8 `(1, H, W)`; for "logits" or "probabilities", an
+    output of that name, float32 `(1, H, W, num_classes)`; so that the TFLite file has a
+    signature with these names.
     """
     height, width = size
     return write_endpoints(path, {
         "serving_default": (
-            _tflite_endpoint(model),
+            _tflite_endpoint(model, output),
             [tf.TensorSpec([1, height, width, 3], tf.float32, name="images")],
         ),
     })
@@ -154,10 +179,12 @@ def convert_saved_model(saved_model_dir, mode, representative_dataset=None, int8
     return converter.convert()
 
 
-def convert_tflite(model, mode, size, representative_dataset=None, int8_io=None):
-    """`model` at the fixed input `size` to TFLite `mode` (see `convert_saved_model`)."""
+def convert_tflite(model, mode, size, representative_dataset=None, int8_io=None,
+                   output="classes"):
+    """`model` at the fixed input `size` to TFLite `mode` (see `convert_saved_model`), ending
+    at `output` (`TFLITE_OUTPUTS`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        write_tflite_saved_model(model, size, tmp)
+        write_tflite_saved_model(model, size, tmp, output)
         return convert_saved_model(tmp, mode, representative_dataset, int8_io)
 
 
@@ -173,6 +200,28 @@ def tflite_ops(model_content):
     return ops
 
 
-def tflite_filename(model_name, output_stride, size, mode):
-    """`<model>_os<N>_<H>x<W>_<mode>.tflite`: the geometry in the name."""
-    return f"{model_name}_os{output_stride}_{size[0]}x{size[1]}_{mode}.tflite"
+def tflite_signature(model_content):
+    """`{"input": {...}, "output": {...}}` of the `serving_default` signature of a TFLite
+    flatbuffer, each `{"name", "shape", "dtype"}` as the interpreter reports them (the
+    contract `export_info.json` records, read from the file rather than assumed)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=model_content).get_signature_runner("serving_default")
+    out = {}
+    for kind, details in (("input", runner.get_input_details()),
+                          ("output", runner.get_output_details())):
+        if len(details) != 1:
+            raise ValueError(f"the TFLite model has {len(details)} {kind}s {sorted(details)}; "
+                             f"export writes one")
+        (name, detail), = details.items()
+        out[kind] = {"name": name, "shape": [int(v) for v in detail["shape"]],
+                     "dtype": detail["dtype"].__name__}
+    return out
+
+
+def tflite_filename(model_name, output_stride, size, mode, output="classes"):
+    """`<model>_os<N>_<H>x<W>_<mode>[_<output>].tflite`: the geometry in the name, and the
+    output kind unless it is "classes" (so that files of both kinds can sit side by side)."""
+    tflite_output_name(output)  # validates
+    suffix = "" if output == "classes" else f"_{output}"
+    return f"{model_name}_os{output_stride}_{size[0]}x{size[1]}_{mode}{suffix}.tflite"

@@ -79,7 +79,7 @@ def export_evaluation_config(info, overrides=()):
             output_stride=int(info["output_stride"]),
             scales=tuple(float(s) for s in info["scales"]),
             flip=bool(info["flip"]),
-            precision="float32",  # the model handed to evaluate is already cast (below)
+            precision=info.get("precision", "float32"),
         ),
         inference=InferenceConfig(window=window),
     )
@@ -118,9 +118,9 @@ def verify_export(export_path, overrides=(), max_images=None, stream=None):
     """
     import numpy as np
 
-    from deeplab_family.evaluate import evaluate
+    from deeplab_family.evaluation import evaluate
     from deeplab_family.inference import build_inference_model
-    from deeplab_family.predict import resolve_saved_model
+    from deeplab_family.predictors import resolve_saved_model
     from deeplab_family.training.checkpoints import restore_model
 
     stream = stream or sys.stderr
@@ -130,11 +130,7 @@ def verify_export(export_path, overrides=(), max_images=None, stream=None):
     precision = info.get("precision", "float32")
 
     model = build_inference_model(config.model, config.evaluation.output_stride)
-    prefix = restore_model(model, info["checkpoint"])
-    if precision != "float32":
-        from deeplab_family.precision import for_inference
-
-        model = for_inference(model, precision)
+    prefix = restore_model(model, info["checkpoint"])  # evaluate casts it to `precision`
     print(f"verify: {version_dir} against evaluate of {prefix} (output stride "
           f"{config.evaluation.output_stride}, scales {list(config.evaluation.scales)}, flip "
           f"{config.evaluation.flip}, window {info.get('window')}, {precision})", file=stream)
