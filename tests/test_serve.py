@@ -42,9 +42,10 @@ from deeplab_family.serve import rest
 from tests import export_fixtures as ef
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_PIXELS = 10000  # the fixture's images have at most 72 x 84 = 6048
 MAX_REQUEST_BYTES = 200_000
 START_TIMEOUT = 240  # s: importing TensorFlow on a busy 2-core machine
-LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (GET|POST) (\S+) (\d{3}) in=\d+B out=\d+B [\d.]+ms "
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ([A-Z]+) (\S+) (\d{3}) in=\d+B out=\d+B [\d.]+ms "
                       r"images=(\S+)")
 
 
@@ -130,7 +131,8 @@ def export(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(export):
     server = Server(export["base"], export["folder"],
-                    "--max-request-bytes", str(MAX_REQUEST_BYTES), "--max-concurrency", "2")
+                    "--max-request-bytes", str(MAX_REQUEST_BYTES), "--max-concurrency", "2",
+                    "--max-pixels", str(MAX_PIXELS))
     yield server
     server.stop()
 
@@ -239,6 +241,7 @@ def _bad_requests(export):
     """`(what, path, body, status, words the error must contain)`."""
     jpeg = export["files"][0]
     image = np.zeros((4, 5, 3), int)
+    big = np.zeros((100, 110, 3), np.uint8)
     return [
         ("not JSON", ":predict", b"{instances: oops", 400, ["not valid JSON"]),
         ("a JSON list", ":predict", b"[1, 2]", 400, ["must be a JSON object"]),
@@ -278,6 +281,18 @@ def _bad_requests(export):
          {"instances": [{"b64": "A" * MAX_REQUEST_BYTES}]}, 413,
          [f"limit of {MAX_REQUEST_BYTES} bytes", "--max-request-bytes"]),
         ("classify", ":classify", {"examples": []}, 400, ["classify is not served"]),
+        # A few kB of PNG or JPEG can hold an image far over the limit: refused from its
+        # header, before it is decoded.
+        ("too many pixels (PNG)", ":predict",
+         {"instances": [{"b64": _b64(jpeg)}, {"b64": _b64(ef.encode(big, "PNG"))}]}, 400,
+         ["image_bytes[1] is a 110x100 image (11000 pixels)", f"limit of {MAX_PIXELS} pixels",
+          "--max-pixels"]),
+        ("too many pixels (JPEG)", ":predict",
+         {"instances": [{"b64": _b64(ef.encode(big, "JPEG"))}]}, 400,
+         ["image_bytes[0] is a 110x100 image"]),
+        ("too many pixels (tensor)", ":predict",
+         {"signature_name": "serve_image_tensor", "instances": [big.tolist()]}, 400,
+         ["images is a 110x100 image"]),
     ]
 
 
@@ -291,6 +306,21 @@ def test_bad_requests_are_answered_and_the_server_goes_on(server, export):
         # The model's own messages come without the graph's node names and op ids.
         assert not re.search(r"Graph execution|\{\{node|\[Op:", answer["error"]), answer
         _good_request(server, export)
+
+
+def test_unknown_paths_and_methods_get_json_errors(server, export):
+    for method, path, expected, word in (("GET", "/favicon.ico", 404, "no such endpoint"),
+                                         ("GET", "/segment", 405, "GET is not allowed"),
+                                         ("DELETE", "/", 405, "DELETE is not allowed")):
+        status, answer = server.json(path, None, method=method)
+        assert status == expected, (path, status, answer)
+        assert list(answer) == ["error"] and word in answer["error"], answer
+    # TF Serving takes an empty signature name as the default signature.
+    status, answer = server.json("/v1/models/tiny:predict",
+                                 {"signature_name": "", "instances": [{"b64": _b64(
+                                     export["files"][1])}]})
+    assert status == 200, answer
+    _good_request(server, export)
 
 
 def _raw_post(server, path, send, headers):
@@ -379,6 +409,11 @@ def test_no_model_or_a_bad_option_is_a_usage_error(tmp_path, capsys):
     assert serve_cli.main(["--model", str(tmp_path / "nothing")]) == 2
     assert "cannot serve --model" in capsys.readouterr().err
     assert serve_cli.main(["--model", str(tmp_path), "--alpha", "2"]) == 2
+    for flag, value in (("--port", "70000"), ("--port", "-1"), ("--max-pixels", "0")):
+        with pytest.raises(SystemExit) as exit_info:
+            serve_cli.main(["--model", str(tmp_path), flag, value])
+        assert exit_info.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err
 
 
 class SlowModel:

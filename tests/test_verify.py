@@ -111,3 +111,37 @@ def test_evaluation_config_takes_the_exports_settings(trained):
     assert config.evaluation.flip is True
     assert config.inference.window == config_lib.WindowConfig(size=(33, 33), stride=(22, 22))
     assert config.eval_data.eval_crop_size is None
+
+
+def test_max_images_takes_the_images_evaluate_takes(trained, tmp_path, capsys):
+    """With several val shards, `--max-images N` scores the same first N images on both sides
+    (evaluate interleaves the shards record by record; reading them one after another would
+    score other images and report a difference)."""
+    records = list(tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(trained["records"]["val"]))))
+    writers = [tf.io.TFRecordWriter(str(tmp_path / f"val2-{i:05d}-of-00002.tfrecord"))
+               for i in range(2)]
+    for i, record in enumerate(records):  # dealt round-robin, as the builders deal them
+        writers[i % 2].write(record.numpy())
+    for writer in writers:
+        writer.close()
+    info = _export(trained, "two_shards", flip=True)
+    pattern = f"eval_data.file_pattern={tmp_path}/val2-*.tfrecord"
+    # 4 images, shard 0 = images 0 and 2, shard 1 = images 1 and 3: the first two read
+    # shard by shard would be {0, 2}, evaluate's are {0, 1}.
+    report = verify.verify_export(info["path"], [pattern], max_images=2)
+    assert report["num_images"] == 2
+    assert report["equal"], report
+    with pytest.raises(SystemExit) as exit_info:
+        verify.main(["--export", info["path"], "--set", pattern, "--max-images", "0"])
+    assert exit_info.value.code == 2
+    assert "must be an int >= 1" in capsys.readouterr().err
+
+
+def test_bfloat16_export_has_evaluates_confusion_matrix(trained):
+    """A bfloat16 SavedModel against `evaluate --precision bfloat16`: the same network, cast
+    the same way, in a traced graph on both sides."""
+    info = _export(trained, "bf16", precision="bfloat16", flip=True)
+    assert info["precision"] == "bfloat16"
+    report = verify.verify_export(info["path"])
+    assert report["precision"] == "bfloat16"
+    assert report["equal"], report

@@ -213,6 +213,14 @@ def make_dataset(config, input_context=None, training=True):
     return ds.with_options(options)
 
 
+def eval_records(config):
+    """The serialized examples of ``config.file_pattern`` in the order an evaluation pass
+    (``make_dataset(config, training=False)`` on one pipeline) reads them: the shards
+    interleaved record by record. For a tool that must see the images `evaluate` sees, in the
+    same order (``export.verify``)."""
+    return _records(list_files(config.file_pattern), config, 0, 0, 1, training=False)
+
+
 def training_records(config, base_seed, pipeline_id=0, num_pipelines=1):
     """The endless stream of serialized training examples of one pipeline, before shuffling.
 

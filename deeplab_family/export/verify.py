@@ -31,7 +31,7 @@ import os
 import sys
 import tempfile
 
-from deeplab_family import cli
+from deeplab_family import _validation, cli
 
 
 def _load_info(version_dir):
@@ -85,27 +85,27 @@ def export_evaluation_config(info, overrides=()):
     )
 
 
-def saved_model_confusion(version_dir, file_pattern, num_classes, ignore_label,
-                          max_images=None, stream=None):
+def saved_model_confusion(version_dir, input_config, num_classes, max_images=None):
     """The confusion matrix of the SavedModel's `serving_default` on the encoded images of
-    `file_pattern`, in `evaluate`'s order; returns `(matrix, images)`."""
+    `input_config.file_pattern`, read in `evaluate`'s order (`pipeline.eval_records`);
+    returns `(matrix, images)`."""
     import tensorflow as tf
 
     from deeplab_family.data import augment, schema
-    from deeplab_family.data.pipeline import list_files, parse_example
+    from deeplab_family.data.pipeline import eval_records, parse_example
     from deeplab_family.training.metrics import StreamingConfusionMatrix
 
     serve = tf.saved_model.load(version_dir).signatures["serving_default"]
-    matrix = StreamingConfusionMatrix(num_classes, ignore_label)
+    matrix = StreamingConfusionMatrix(num_classes, input_config.ignore_label)
     count = 0
-    for serialized in tf.data.TFRecordDataset(list_files(file_pattern)):
+    for serialized in eval_records(input_config):
+        if max_images and count >= max_images:
+            break
         features = parse_example(serialized)
         label = augment.decode_label(features[schema.LABEL_ENCODED])
         out = serve(image_bytes=tf.reshape(features[schema.IMAGE_ENCODED], [1]))
         matrix.update(label[None], out["semantic_predictions"])
         count += 1
-        if max_images and count >= max_images:
-            break
     return matrix, count
 
 
@@ -139,9 +139,8 @@ def verify_export(export_path, overrides=(), max_images=None, stream=None):
     expected = np.asarray(evaluated["confusion_matrix"], np.int64)
 
     print("verify: the SavedModel on the same images", file=stream)
-    served, count = saved_model_confusion(
-        version_dir, config.eval_data.file_pattern, config.model.num_classes,
-        config.eval_data.ignore_label, max_images=max_images, stream=stream)
+    served, count = saved_model_confusion(version_dir, config.eval_data,
+                                          config.model.num_classes, max_images=max_images)
     diff = np.abs(served.matrix - expected)
     scores = served.result()
     changed = sorted({int(c) for c in np.flatnonzero(diff.sum(0) + diff.sum(1))})
@@ -170,7 +169,8 @@ def main(argv=None):
     )
     parser.add_argument("--export", required=True,
                         help="an export version dir, or the export dir (its highest version)")
-    parser.add_argument("--max-images", type=int, default=None,
+    parser.add_argument("--max-images", type=_validation.argparse_type(_validation.positive_int),
+                        default=None,
                         help="only the first N val images (a quick check)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
@@ -182,12 +182,15 @@ def main(argv=None):
         report = verify_export(args.export, args.overrides, args.max_images)
     except cli.TOOL_ERRORS as e:
         return cli.error(e)
+    def miou(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
     verdict = ("the same confusion matrix" if report["equal"] else
                f"DIFFERENT confusion matrices: {report['differing_pixels']} pixels, classes "
                f"{report['classes_differing']}")
     print(f"verify: {verdict} on {report['num_images']} images ({report['num_pixels']} "
-          f"pixels); mIoU evaluate {report['evaluate_miou']:.4f}, export "
-          f"{report['export_miou']:.4f}", file=sys.stderr)
+          f"pixels); mIoU evaluate {miou(report['evaluate_miou'])}, export "
+          f"{miou(report['export_miou'])}", file=sys.stderr)
     print(json.dumps(report))
     return cli.EXIT_OK if report["equal"] else cli.EXIT_FAILURE
 

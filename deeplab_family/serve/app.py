@@ -9,14 +9,18 @@ Routes:
   (`page.py`).
 
 Another model name or version is a 404 with TF Serving's message (`Servable not found for
-request: Latest(NAME)`). Every error is JSON, `{"error": "<message>"}`, and only ends its own
+request: Latest(NAME)`). Every error of the app is JSON (an unknown path or method too, as
+Starlette's 404 and 405 are turned into it; uvicorn's own 503 beyond `--max-connections` is
+plain text), `{"error": "<message>"}`, and only ends its own
 request: 400 for a bad request, 413 for a body over `max_request_bytes` (refused on its
 `Content-Length`, or as soon as it streams past the limit, and never held in memory), 500 for
 a bug, whose traceback goes to the log.
 
 At most `max_concurrency` requests decode, run the model and encode at once, each in a worker
 thread: the event loop only reads bodies and writes answers, so the status API and the page
-itself (`GET /`) answer while the model runs, and further model calls wait their turn.
+itself (`GET /`) answer while the model runs, and further model calls wait their turn. A
+waiting request holds its body (at most `max_request_bytes`) in memory: with uvicorn's
+`--max-connections`, at most that many bodies are held at once.
 
 Every request is logged as one line, when it is answered:
 
@@ -33,6 +37,7 @@ import traceback
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -214,13 +219,17 @@ def create_app(model, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
         raise RequestError(f"{method} {request.url.path} is not an endpoint of this server "
                            "(GET status, GET .../metadata, POST ...:predict)", status=404)
 
+    def segment_json(body, start):
+        answer = page_lib.segment(model, body, alpha)
+        answer["milliseconds"] = round(1000 * (time.perf_counter() - start), 1)
+        return json.dumps(answer).encode("utf-8")  # megabytes of base64: not on the loop
+
     async def segment(request):
         start = time.perf_counter()
         body = await read_body(request, max_request_bytes)
-        answer = await in_worker(page_lib.segment, model, body, alpha)
+        content = await in_worker(segment_json, body, start)
         request.state.images = 1
-        answer["milliseconds"] = round(1000 * (time.perf_counter() - start), 1)
-        return _json_response(answer)
+        return _json_response(content)
 
     async def index(request):
         return HTMLResponse(html)
@@ -231,7 +240,18 @@ def create_app(model, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
             on_ready()
         yield
 
+    async def http_error(request, exc):
+        """Starlette's own 404 (no such path) and 405 (wrong method), as JSON like the rest."""
+        allowed = {"allow": exc.headers["allow"]} if exc.headers and "allow" in exc.headers else {}
+        message = {404: f"no such endpoint: {request.method} {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}
+        error = message.get(exc.status_code, exc.detail)
+        request.state.error = error
+        return Response(json.dumps({"error": error}).encode("utf-8"), status_code=exc.status_code,
+                        media_type="application/json", headers=allowed)
+
     return Starlette(
+        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/", guarded(index), methods=["GET"]),
             Route("/segment", guarded(segment), methods=["POST"]),

@@ -1,7 +1,8 @@
 """`python -m deeplab_family.serve`: serve an exported model over TF Serving's REST API.
 
     python -m deeplab_family.serve --model EXPORT_BASE [--port 8501] [--host 127.0.0.1]
-        [--model-name NAME] [--max-request-bytes 33554432] [--max-concurrency 2]
+        [--model-name NAME] [--max-request-bytes 33554432] [--max-pixels 16777216]
+        [--max-concurrency 2]
         [--max-connections 64] [--alpha 0.5]
 
 `--model` is what `predict --model` takes: a TF Serving model base path (its highest version
@@ -15,7 +16,8 @@ line (`app.py`). Ctrl-C or SIGTERM stops the server after the requests in progre
 `serve: stopped (SIGTERM)` is its last line; the exit status is 0 then, 2 when `--model` is no
 exported model and 1 when the port cannot be bound (`deeplab_family.cli`).
 
-The limits: a body over `--max-request-bytes` gets a 413; at most `--max-concurrency` model
+The limits: a body over `--max-request-bytes` gets a 413, an image of more than `--max-pixels`
+(read from its header, before decoding) a 400; at most `--max-concurrency` model
 calls run at once, and later requests wait; beyond `--max-connections` open connections,
 uvicorn answers 503 at once rather than queue without bound.
 """
@@ -39,6 +41,13 @@ def _positive(text):
     return value
 
 
+def _port(text):
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535. Received: {value}")
+    return value
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m deeplab_family.serve", description=__doc__.split("\n")[0])
@@ -46,12 +55,15 @@ def _parser():
                         help="TF Serving export dir (highest version) or SavedModel dir")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (127.0.0.1; 0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port ({DEFAULT_PORT}, TF Serving's REST port; 0: a free one)")
     parser.add_argument("--model-name", default=None,
                         help="NAME in /v1/models/NAME (default: the export dir's name)")
     parser.add_argument("--max-request-bytes", type=_positive, default=32 * 1024 * 1024,
                         help="largest request body; larger ones get a 413 (32 MiB)")
+    parser.add_argument("--max-pixels", type=_positive, default=4096 * 4096,
+                        help="largest image (height x width) in a request; larger ones get a "
+                             "400 before they are decoded (4096 x 4096)")
     parser.add_argument("--max-concurrency", type=_positive, default=2,
                         help="model calls at once; later requests wait (2)")
     parser.add_argument("--max-connections", type=_positive, default=64,
@@ -76,7 +88,7 @@ def main(argv=None):
     from deeplab_family.serve.model import ServedModel
 
     try:
-        model = ServedModel(args.model, name=args.model_name)
+        model = ServedModel(args.model, name=args.model_name, max_pixels=args.max_pixels)
     except (OSError, ValueError) as e:
         return cli.error(f"cannot serve --model {args.model}: {e}", cli.EXIT_USAGE)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

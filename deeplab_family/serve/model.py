@@ -20,11 +20,15 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_family.data.spec import load_spec
+from deeplab_family.inference import JPEG_MAGIC, PNG_MAGIC
 from deeplab_family.predictors import export_spec, resolve_saved_model
 from deeplab_family.serve.rest import STRING, RequestError
 
 # Keras' ExportArchive adds this one; TF Serving does not list it either.
 _HIDDEN_PREFIX = "__"
+# The largest image a request may hold, height x width: a 4096 x 4096 image (Cityscapes'
+# 1024 x 2048 is an eighth of it).
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 def model_name(path):
@@ -61,6 +65,23 @@ def clean_error(message):
     return text
 
 
+def image_size(data):
+    """(height, width) from a JPEG or PNG file's header, without decoding it; None for bytes
+    that are neither, or whose header does not parse (the signature's own check then names
+    them)."""
+    if not isinstance(data, bytes | bytearray):
+        return None
+    if data.startswith(PNG_MAGIC) and data[12:16] == b"IHDR":  # the first chunk, always
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data.startswith(JPEG_MAGIC):
+        try:  # reads the markers up to the frame header only
+            height, width, _ = tf.io.extract_jpeg_shape(data).numpy()
+        except tf.errors.OpError:
+            return None
+        return int(height), int(width)
+    return None
+
+
 def _numpy_dtype(spec):
     return STRING if spec.dtype == tf.string else spec.dtype.as_numpy_dtype
 
@@ -93,6 +114,9 @@ class ServedModel:
     Args:
         path: a SavedModel dir or a TF Serving base path (its highest version is served).
         name: the model name in the URLs; None: the base path's folder name (`model_name`).
+        max_pixels: the largest image (height x width) a request may hold; a larger one is a
+            400 before anything is decoded (a small file can hold a huge image: a 32 MiB PNG
+            decompresses to gigabytes, and the network's activations are many times that).
 
     Attributes:
         path, name, version: the SavedModel dir, the model name, its version (int).
@@ -107,8 +131,11 @@ class ServedModel:
         outputs["semantic_predictions"].shape   # (1, H, W)
     """
 
-    def __init__(self, path, name=None):
+    def __init__(self, path, name=None, max_pixels=DEFAULT_MAX_PIXELS):
         start = time.perf_counter()
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1. Received: {max_pixels}")
+        self.max_pixels = int(max_pixels)
         self.path = resolve_saved_model(path)
         self.name = name or model_name(path)
         folder = os.path.basename(os.path.normpath(self.path))
@@ -145,6 +172,8 @@ class ServedModel:
         for name, values in batch.items():
             dtype = self.inputs[signature_name][name]
             if dtype == STRING:
+                for index, data in enumerate(values):
+                    self._check_pixels(image_size(data), f"{name}[{index}]")
                 tensors[name] = tf.constant(values, tf.string)
             else:
                 values = np.asarray(values, dtype)
@@ -155,6 +184,8 @@ class ServedModel:
                     raise RequestError(
                         f"{signature_name}: input {name} must be a tensor of shape [{shape}]; "
                         f"received shape {list(values.shape)}")
+                if values.ndim == 4:
+                    self._check_pixels(values.shape[1:3], name)
                 tensors[name] = tf.constant(values)
         try:
             outputs = signature(**tensors)
@@ -165,6 +196,12 @@ class ServedModel:
         except tf.errors.OpError as e:
             raise RequestError(clean_error(e.message), status=500) from None
         return {k: v.numpy() for k, v in outputs.items()}
+
+    def _check_pixels(self, size, what):
+        if size is not None and int(size[0]) * int(size[1]) > self.max_pixels:
+            raise RequestError(
+                f"{what} is a {int(size[1])}x{int(size[0])} image ({int(size[0]) * int(size[1])} "
+                f"pixels), over the server's limit of {self.max_pixels} pixels (--max-pixels)")
 
     def metadata(self):
         """TF Serving's `GetModelMetadataResponse` as JSON."""

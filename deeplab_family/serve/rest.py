@@ -157,7 +157,8 @@ def parse_predict_request(body, signatures):
         raise RequestError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(request, dict):
         raise RequestError(f"the request body must be a JSON object, not {_kind(request)}")
-    name = request.get("signature_name", DEFAULT_SIGNATURE)
+    # TF Serving takes a missing or empty name as the default signature.
+    name = request.get("signature_name") or DEFAULT_SIGNATURE
     if not isinstance(name, str) or name not in signatures:
         raise RequestError(
             f"Serving signature name: {json.dumps(name)} not found in signature def "
