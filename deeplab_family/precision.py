@@ -110,7 +110,7 @@ def fold_batch_norms(model, dtype="float32"):
     twin.set_weights(model.get_weights())
     source, target = _paired_layers(model, twin)
     for src, dst in zip(source, target):
-        # A flag that `export.use_dense_atrous_convs` sets at run time, not in the config.
+        # A flag that `inference.use_dense_atrous_convs` sets at run time, not in the config.
         if hasattr(src, "skip_padded_taps"):
             dst.skip_padded_taps = src.skip_padded_taps
     for src, dst in zip(source, target):

@@ -298,7 +298,9 @@ def predict_video(predictor, path, output_dir, alpha=0.5, spec=None, legend=True
 
     Returns:
         `(overlay_path, frames written)`. An `ImageError` names the file when it cannot be
-        opened, has no frame, or fails at a frame (the partial output is removed).
+        opened, has no frame, or fails at a frame (the partial output is removed). A video
+        that ends before the frame count its container states is written up to there, with
+        a warning through `err` naming both counts.
     """
     import cv2
 
@@ -344,6 +346,10 @@ def predict_video(predictor, path, output_dir, alpha=0.5, spec=None, legend=True
             frames += 1
             ok, frame = capture.read()
             progress.update(frames, final=not ok)
+        if 0 < frames < total:
+            (err or _default_err)(
+                f"predict: {path}: decoded {frames} of the {total} frames its container "
+                f"states (a cut or damaged file?); the overlay has those {frames}")
     except BaseException:
         if writer is not None:
             writer.release()

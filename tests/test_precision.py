@@ -156,6 +156,24 @@ def test_fold_is_exact_in_float32(name):
         assert np.abs(g - w).max() <= 1e-5 * scale, (key, np.abs(g - w).max(), scale)
 
 
+@pytest.mark.parametrize("name", registered_models())
+def test_every_registered_model_has_a_bfloat16_twin(name):
+    """The bfloat16 twin of every registered model runs in a traced graph at an odd size,
+    holds bfloat16 weights only, no BN, and answers float32 logits near the float32 model's
+    (relative to their range: bfloat16 keeps 8 bits of mantissa, ~0.4% per rounding, and a few
+    dozen layers of random weights add that up to a few percent)."""
+    model = _model(name)
+    twin = for_inference(model, "bfloat16")
+    assert {v.dtype for v in twin.weights} == {"bfloat16"} and _norms(twin) == []
+    images = tiny.random_images(37, 45, batch=1)
+    run = tf.function(lambda m, x: m(x, training=False)["logits"])
+    got, want = run(twin, images), run(model, images)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    assert tuple(got.shape) == tuple(want.shape) == (1, 37, 45, 6)
+    error = np.abs(got.numpy() - want.numpy()).max() / np.abs(want.numpy()).max()
+    assert error < 0.1, error
+
+
 def test_fold_keeps_the_export_switch_to_dense_atrous_convs():
     """`use_dense_atrous_convs` sets a flag outside the config; the twin keeps it."""
     model = _model()

@@ -165,3 +165,38 @@ def test_unopenable_video_is_named_and_the_rest_done(fx, video, tmp_path, capsys
     assert sorted(os.listdir(out)) == sorted(
         ["clip_overlay.mp4", f"{stem}_mask.png", f"{stem}_overlay.png"])
     assert len(_read_video(out / "clip_overlay.mp4")[0]) == FRAMES
+
+
+def test_a_video_shorter_than_its_container_says_is_written_with_a_warning(tmp_path,
+                                                                           monkeypatch):
+    """A cut or damaged file whose header states more frames than decode: the frames that do
+    decode are written, and a warning names both counts."""
+
+    class CutCapture:
+        def __init__(self, path):
+            self.frames = [np.full((HEIGHT, WIDTH, 3), 10 * i, np.uint8) for i in range(5)]
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FPS: FPS, cv2.CAP_PROP_FRAME_COUNT: 12}.get(prop, 0)
+
+        def read(self):
+            return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+        def release(self):
+            pass
+
+    class Zeros:
+        def predict_pixels(self, image):
+            return np.zeros(image.shape[:2], np.uint8)
+
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(b"stands in for a cut video")
+    monkeypatch.setattr(cv2, "VideoCapture", CutCapture)
+    warnings = []
+    out_path, frames = predict.predict_video(Zeros(), str(path), str(tmp_path / "out"),
+                                             err=warnings.append)
+    assert frames == 5
+    assert [w for w in warnings if "decoded 5 of the 12 frames" in w], warnings
