@@ -1,8 +1,23 @@
-"""What the benchmarks that drive the command-line tools share: running one in a child."""
+"""What the benchmarks that drive the command-line tools share: running one in a child, and
+reading the process's memory."""
 
+import os
+import resource
 import subprocess
 import sys
 import time
+
+
+def rss_mib():
+    """This process's resident memory now, MiB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib():
+    """This process's peak resident memory, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run(args, env):

@@ -22,7 +22,6 @@ trace count above 1.
 
 import argparse
 import os
-import resource
 import sys
 import time
 
@@ -30,18 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from _child import peak_rss_mib, rss_mib  # noqa: E402 (after the path)
+
 SIZES = [(375, 500), (500, 375), (333, 500), (500, 333), (281, 500), (500, 486), (366, 500),
          (500, 400), (354, 480), (442, 500)]
-
-
-def rss_mib():
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def main(argv=None):

@@ -31,7 +31,6 @@ On a shared machine the seconds are noisy; the RSS figures are not.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -41,16 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)
-
-
-def rss_mib():
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from _child import peak_rss_mib, rss_mib  # noqa: E402 (after the path)
 
 
 def _pair(text):

@@ -58,7 +58,7 @@ import time
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_family import cli
+from deeplab_family import _validation, cli
 from deeplab_family.data.spec import load_spec
 from deeplab_family.masks import (  # noqa: F401 (the drawing functions, re-exported)
     class_shares,
@@ -225,15 +225,19 @@ def walk_images(folder, skip=()):
         the relative path without its extension (the output's path under `--output-dir`);
         `ignored` the relative paths of the other files. Names starting with "." (hidden
         files, macOS `._x.jpg` resource forks) and the folders in `skip` (the output dir) are
-        not looked at.
+        not looked at; in a folder that is itself in `skip` (`--output-dir` the input
+        folder), neither are the `*_mask.png` and `*_overlay.png` files that predict writes.
     """
     skip = {os.path.realpath(p) for p in skip}
     images, ignored = [], []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")
                    and os.path.realpath(os.path.join(root, d)) not in skip]
+        outputs_here = os.path.realpath(root) in skip
         for name in files:
             if name.startswith("."):
+                continue
+            if outputs_here and name.endswith(("_mask.png", "_overlay.png")):
                 continue
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder)
@@ -403,7 +407,8 @@ def main(argv=None):
                              f"({' '.join(VIDEO_EXTENSIONS)})")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0.5)")
-    parser.add_argument("--num-threads", type=int, default=None, help="TFLite threads")
+    parser.add_argument("--num-threads", type=_validation.argparse_type(_validation.positive_int),
+                        default=None, help="TFLite threads (LiteRT's default)")
     parser.add_argument("--spec", default=None,
                         help="dataset spec of the names and colours (a built-in name or a YAML "
                              "file; default: the export's, else VOC's)")

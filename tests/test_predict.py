@@ -204,6 +204,27 @@ def test_a_folder_is_walked_recursively_and_its_broken_file_named(fx, images, tm
                                       predictor.predict(data, image))
 
 
+def test_output_dir_the_input_folder_takes_no_outputs_as_inputs(fx, images, tmp_path, capsys):
+    """`--output-dir` the input folder itself: a second run segments the same two images, not
+    the masks and overlays of the first; `--num-threads 0` is refused by argparse."""
+    _, pixels = predict.read_image(images[0])
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("p.png", "q.jpg"):
+        (root / name).write_bytes(ef.encode(pixels, "PNG" if name.endswith("png") else "JPEG"))
+    for _ in range(2):
+        assert predict.main(["--model", fx["export_dir"], str(root),
+                             "--output-dir", str(root)]) == 0
+        assert "2 of 2 images written" in capsys.readouterr().err
+    assert sorted(os.listdir(root)) == ["p.png", "p_mask.png", "p_overlay.png", "q.jpg",
+                                        "q_mask.png", "q_overlay.png"]
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--model", fx["export_dir"], str(root), "--output-dir", str(root),
+                      "--num-threads", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --num-threads: must be an int >= 1" in capsys.readouterr().err
+
+
 def test_a_folder_without_images_is_a_failure(fx, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
