@@ -154,6 +154,21 @@ def _default_err(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def _write_outputs(path, mask, mask_path, drawn, overlay_path, spec):
+    """Writes the mask and the overlay of `path`; a failure (a full disk, a read-only output
+    dir) is an `ImageError` that says so, and leaves neither file half there."""
+    try:
+        os.makedirs(os.path.dirname(mask_path), exist_ok=True)
+        save_mask_png(mask, mask_path, spec)
+        Image.fromarray(drawn).save(overlay_path)
+    except OSError as e:
+        for written in (mask_path, overlay_path):
+            if os.path.exists(written):
+                os.remove(written)
+        raise ImageError(f"{path}: its outputs cannot be written to "
+                         f"{os.path.dirname(mask_path) or '.'}: {e.strerror or e}") from None
+
+
 def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None, spec=None,
                   legend=True, keys=None, progress=False):
     """Writes the mask and overlay of every image; returns `(written, failed)`.
@@ -182,10 +197,8 @@ def predict_files(predictor, paths, output_dir, alpha=0.5, log=print, err=None, 
             stem = _unique(keys[i], used) if keys is not None else _output_stem(path, used)
             mask_path = os.path.join(output_dir, f"{stem}_mask.png")
             overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
-            os.makedirs(os.path.dirname(mask_path), exist_ok=True)
-            save_mask_png(mask, mask_path, spec)
             drawn = (overlay_with_legend if legend else overlay)(image, mask, alpha, spec)
-            Image.fromarray(drawn).save(overlay_path)
+            _write_outputs(path, mask, mask_path, drawn, overlay_path, spec)
         except FileNotFoundError:
             reason = f"{path}: no such file"
         except IsADirectoryError:

@@ -225,6 +225,33 @@ def test_output_dir_the_input_folder_takes_no_outputs_as_inputs(fx, images, tmp_
     assert "argument --num-threads: must be an int >= 1" in capsys.readouterr().err
 
 
+def test_an_output_that_cannot_be_written_is_named_as_such(fx, images, tmp_path, capsys,
+                                                           monkeypatch):
+    """A full disk while writing is reported as a write failure (not "cannot be read"), no
+    half of the outputs is left, and the other images are still done."""
+    real = predict.save_mask_png
+    calls = []
+
+    def full_disk(mask, path, spec=None):
+        calls.append(path)
+        if len(calls) == 1:
+            with open(path, "wb") as f:
+                f.write(b"\x89PNG half")
+            raise OSError(28, "No space left on device")
+        return real(mask, path, spec)
+
+    monkeypatch.setattr(predict, "save_mask_png", full_disk)
+    out = tmp_path / "out"
+    status = predict.main(["--model", fx["export_dir"], images[0], images[1],
+                           "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert (f"predict: skipping {images[0]}: its outputs cannot be written to {out}: "
+            "No space left on device") in err
+    first, second = (os.path.splitext(os.path.basename(p))[0] for p in images[:2])
+    assert sorted(os.listdir(out)) == [f"{second}_mask.png", f"{second}_overlay.png"]
+
+
 def test_a_folder_without_images_is_a_failure(fx, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
