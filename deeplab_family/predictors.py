@@ -67,6 +67,8 @@ class SavedModelPredictor:
         self.path = resolve_saved_model(path)
         self._loaded = tf.saved_model.load(self.path)
         self._serve = self._loaded.signatures["serving_default"]
+        # Looked up once (a video calls it every frame); None in a SavedModel without it.
+        self._serve_pixels = self._loaded.signatures.get("serve_image_tensor")
 
     def predict(self, image_bytes, image=None):
         """uint8 `(H, W)` classes of one encoded image."""
@@ -75,7 +77,9 @@ class SavedModelPredictor:
 
     def predict_pixels(self, image):
         """uint8 `(H, W)` classes of uint8 RGB pixels `(H, W, 3)` (`serve_image_tensor`)."""
-        serve = self._loaded.signatures["serve_image_tensor"]
+        serve = self._serve_pixels
+        if serve is None:
+            serve = self._loaded.signatures["serve_image_tensor"]  # the KeyError names it
         out = serve(images=tf.constant(np.asarray(image, np.uint8)[None]))
         return out["semantic_predictions"][0].numpy()
 

@@ -29,23 +29,14 @@ import signal
 import socket
 import sys
 
-from deeplab_family import cli
+from deeplab_family import _validation, cli
 
 DEFAULT_PORT = 8501  # TF Serving's REST port
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1. Received: {value}")
-    return value
-
-
-def _port(text):
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535. Received: {value}")
-    return value
+# The house argparse types (`_validation.argparse_type`): "must be an int >= 1. Received: 0".
+_positive = _validation.argparse_type(_validation.positive_int)
+_port = _validation.argparse_type(_validation.int_in_range, low=0, high=65535)
 
 
 def _parser():
